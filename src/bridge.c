@@ -1,0 +1,352 @@
+#include <stdlib.h>
+#include <string.h>
+#include <apr_strings.h>
+
+#include "bridge.h"
+#include "headers.h"
+#include "ratelimit.h"
+#include "sse.h"
+
+/* A failover response is read whole to classify it; its body is small
+ * (a JSON error), anything past this is dropped. */
+#define AIB_ERROR_BODY_MAX (64 * 1024)
+/* Events larger than this are relayed but not inspected. */
+#define AIB_SSE_EVENT_MAX (1024 * 1024)
+
+typedef enum {
+    ATTEMPT_DONE,     /* the client has its answer */
+    ATTEMPT_NEXT      /* the key was at fault: try the next one */
+} attempt_result_e;
+
+typedef struct {
+    aib_interception_t *ic;
+    apr_pool_t *pool;
+    int status;
+    apr_table_t *headers;
+    int fail_over;            /* a failover status: hold the body back */
+    int committed;            /* status and headers reached the sink */
+    int event_stream;         /* the committed body is SSE */
+    int complete;             /* the stream's final event was seen */
+    int client_gone;
+    int64_t sequence;         /* last Responses sequence_number */
+    aib_sse_parser_t *sse;
+    char *held;
+    apr_size_t held_len;
+} attempt_t;
+
+static void logf_(aib_interception_t *ic, aib_log_level_e level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void logf_(aib_interception_t *ic, aib_log_level_e level, const char *fmt, ...)
+{
+    va_list ap;
+    char *msg;
+
+    va_start(ap, fmt);
+    msg = apr_pvsprintf(ic->pool, fmt, ap);
+    va_end(ap);
+    ic->sink->log(ic->sink->ctx, level, msg);
+}
+
+const char *aib_outcome_name(aib_outcome_e outcome)
+{
+    static const char *const names[] = {
+        "ok", "upstream_error", "exhausted", "transport_error", "client_abort", "rejected"
+    };
+    return names[outcome];
+}
+
+void aib_bridge_reject(aib_interception_t *ic, aib_error_kind_e kind,
+                       const char *message, const char *allow, int64_t retry_after_s)
+{
+    apr_table_t *headers = apr_table_make(ic->pool, 3);
+    const char *body = ic->provider->ops->error_body(ic->pool, kind, message);
+
+    apr_table_setn(headers, "Content-Type", "application/json");
+    if (allow)
+        apr_table_setn(headers, "Allow", allow);
+    if (retry_after_s > 0)
+        apr_table_setn(headers, "Retry-After",
+                       apr_psprintf(ic->pool, "%" APR_INT64_T_FMT, retry_after_s));
+    ic->status = aib_error_status(kind);
+    if (ic->outcome == AIB_OUTCOME_OK)
+        ic->outcome = AIB_OUTCOME_REJECTED;
+    ic->sink->start(ic->sink->ctx, ic->status, headers);
+    ic->sink->write(ic->sink->ctx, body, strlen(body), 0);
+}
+
+static int is_event_stream(const apr_table_t *headers)
+{
+    const char *ct = apr_table_get(headers, "Content-Type");
+    return ct && !strncasecmp(ct, "text/event-stream", 17);
+}
+
+/* Learns from each relayed event; never holds the stream back. */
+static int on_event(void *ctx, const char *event, const char *data, apr_size_t len)
+{
+    attempt_t *a = ctx;
+    const char *seq;
+
+    (void)len;
+    if (a->ic->provider->ops->stream_complete(event, data))
+        a->complete = 1;
+    seq = strstr(data, "\"sequence_number\":");
+    if (seq)
+        a->sequence = strtoll(seq + 18, NULL, 10);
+    return 0;
+}
+
+static void commit(attempt_t *a)
+{
+    aib_interception_t *ic = a->ic;
+
+    a->committed = 1;
+    ic->status = a->status;
+    a->event_stream = is_event_stream(a->headers);
+    if (a->event_stream)
+        a->sse = aib_sse_parser_create(a->pool, AIB_SSE_EVENT_MAX, on_event, a);
+    ic->sink->start(ic->sink->ctx, a->status, aib_client_response_headers(a->pool, a->headers));
+}
+
+static int on_response(void *ctx, int status, apr_table_t *headers)
+{
+    attempt_t *a = ctx;
+    aib_interception_t *ic = a->ic;
+
+    a->status = status;
+    a->headers = headers;
+    if (!ic->client_key && aib_provider_fails_over(ic->provider, status)) {
+        a->fail_over = 1;
+        return 0;
+    }
+    commit(a);
+    return 0;
+}
+
+static int on_data(void *ctx, const char *data, apr_size_t len)
+{
+    attempt_t *a = ctx;
+    aib_interception_t *ic = a->ic;
+
+    if (a->fail_over) {
+        apr_size_t room = AIB_ERROR_BODY_MAX - a->held_len;
+        if (len > room)
+            len = room;
+        memcpy(a->held + a->held_len, data, len);
+        a->held_len += len;
+        return 0;
+    }
+    if (ic->sink->write(ic->sink->ctx, data, len, a->event_stream)) {
+        a->client_gone = 1;
+        return 1;
+    }
+    if (a->sse)
+        aib_sse_feed(a->sse, data, len);
+    return 0;
+}
+
+static int on_tick(void *ctx)
+{
+    attempt_t *a = ctx;
+
+    if (a->ic->sink->client_gone(a->ic->sink->ctx))
+        a->client_gone = 1;
+    return a->client_gone;
+}
+
+/* The exchange broke after the response was committed. */
+static void fail_committed(attempt_t *a, aib_error_kind_e kind, const char *message)
+{
+    aib_interception_t *ic = a->ic;
+    const char *event;
+
+    if (!a->event_stream) {
+        ic->sink->fail(ic->sink->ctx);
+        return;
+    }
+    /* An SSE client reads an error event, then a normal end of response:
+     * it never takes the cut stream for a complete answer. */
+    event = ic->provider->ops->stream_error(a->pool, &ic->route, kind, message,
+                                            a->sequence + 1);
+    ic->sink->write(ic->sink->ctx, event, strlen(event), 1);
+}
+
+static const char *describe_key(aib_interception_t *ic, int i)
+{
+    return apr_psprintf(ic->pool, "key #%d (%s) of pool '%s'", i + 1, ic->key_hint,
+                        ic->provider->pool->name);
+}
+
+/* A failover status from key i: mark it, or relay when it is not the key's
+ * fault. */
+static attempt_result_e take_failover(attempt_t *a, int i)
+{
+    aib_interception_t *ic = a->ic;
+    const aib_provider_t *pv = ic->provider;
+    aib_fault_e fault = pv->ops->classify(a->status, a->held, a->held_len);
+    int64_t now = ic->now_ms();
+
+    if (fault == AIB_FAULT_NONE) {
+        logf_(ic, AIB_LOG_INFO, "provider '%s': %s answered %d, not the key's fault: relayed",
+              pv->name, describe_key(ic, i), a->status);
+        commit(a);
+        ic->sink->write(ic->sink->ctx, a->held, a->held_len, 0);
+        ic->outcome = AIB_OUTCOME_UPSTREAM_ERROR;
+        return ATTEMPT_DONE;
+    }
+    if (fault == AIB_FAULT_UNAUTHORIZED || fault == AIB_FAULT_FORBIDDEN) {
+        aib_reason_e reason = fault == AIB_FAULT_UNAUTHORIZED ? AIB_REASON_UNAUTHORIZED
+                                                              : AIB_REASON_FORBIDDEN;
+        aib_key_disable(pv->pool, i, pv->disable_for_ms ? now + pv->disable_for_ms : AIB_FOREVER,
+                        reason);
+        logf_(ic, AIB_LOG_WARNING, "provider '%s': %s answered %d: disabled %s, trying the next key",
+              pv->name, describe_key(ic, i), a->status,
+              pv->disable_for_ms ? apr_psprintf(ic->pool, "for %" APR_INT64_T_FMT " s",
+                                                pv->disable_for_ms / 1000)
+                                 : "until re-enabled");
+    }
+    else {
+        aib_cooldown_source_e source = AIB_COOLDOWN_DEFAULT;
+        static const char *const sources[] = {
+            "cooldown=", "retry-after-ms", "Retry-After", "x-ratelimit-reset", "anthropic-ratelimit-reset"
+        };
+        int64_t ms = fault == AIB_FAULT_QUOTA
+                     ? pv->max_cooldown_ms
+                     : aib_cooldown_ms(a->headers, now, pv->cooldown_ms, pv->max_cooldown_ms, &source);
+        aib_key_cooldown(pv->pool, i, now + ms,
+                         fault == AIB_FAULT_QUOTA ? AIB_REASON_QUOTA : AIB_REASON_RATE_LIMITED);
+        logf_(ic, AIB_LOG_WARNING, "provider '%s': %s answered %d%s: cooling down for %.3f s (%s), "
+              "trying the next key", pv->name, describe_key(ic, i), a->status,
+              fault == AIB_FAULT_QUOTA ? " (insufficient_quota)" : "", ms / 1000.0,
+              fault == AIB_FAULT_QUOTA ? "max-cooldown=" : sources[source]);
+    }
+    return ATTEMPT_NEXT;
+}
+
+/* One upstream call with `key` (key i of the pool, or the client's own
+ * key when i < 0). */
+static attempt_result_e attempt(aib_interception_t *ic, const char *key, int i)
+{
+    const aib_provider_t *pv = ic->provider;
+    aib_upstream_request_t req;
+    aib_upstream_handler_t handler = { NULL, on_response, on_data, on_tick };
+    attempt_t a;
+    apr_table_t *headers;
+    aib_xfer_result_e result;
+    attempt_result_e next = ATTEMPT_DONE;
+    const char *error = NULL;
+
+    memset(&a, 0, sizeof(a));
+    a.ic = ic;
+    a.sequence = -1;
+    apr_pool_create(&a.pool, ic->pool);
+    a.held = apr_palloc(a.pool, AIB_ERROR_BODY_MAX);
+    handler.ctx = &a;
+
+    headers = apr_table_copy(a.pool, ic->headers);
+    pv->ops->set_key(a.pool, headers, key);
+    pv->ops->defaults(headers);
+    memset(&req, 0, sizeof(req));
+    req.method = ic->method;
+    req.url = ic->url;
+    req.headers = headers;
+    req.body = ic->body;
+    req.body_len = ic->body_len;
+    req.connect_timeout_ms = pv->connect_timeout_ms;
+    req.timeout_ms = ic->stream ? 0 : pv->timeout_ms;
+    req.idle_timeout_ms = pv->idle_timeout_ms;
+    req.proxy = pv->proxy;
+    req.ca_file = pv->ca_file;
+
+    ic->attempts++;
+    ic->key_hint = i >= 0 ? APR_ARRAY_IDX(pv->pool->keys, i, aib_key_t).hint : "byok";
+    if (i >= 0)
+        aib_key_count_attempt(pv->pool, i, ic->now_ms());
+    result = ic->transport->perform(ic->transport, a.pool, &req, &handler, &error);
+    if (i >= 0 && a.status)
+        aib_key_count_status(pv->pool, i, a.status);
+
+    if (a.client_gone || result == AIB_XFER_STOPPED) {
+        logf_(ic, AIB_LOG_INFO, "provider '%s': client went away, upstream transfer ended",
+              pv->name);
+        ic->outcome = AIB_OUTCOME_CLIENT_ABORT;
+        if (!a.committed)
+            ic->status = 499;
+    }
+    else if (a.fail_over) {
+        next = take_failover(&a, i);
+    }
+    else if (result != AIB_XFER_OK) {
+        aib_error_kind_e kind = result == AIB_XFER_TIMEOUT ? AIB_ERROR_TIMEOUT : AIB_ERROR_UPSTREAM;
+        const char *message = apr_psprintf(ic->pool, "upstream %s: %s",
+                                           result == AIB_XFER_TIMEOUT ? "timed out"
+                                           : result == AIB_XFER_CONNECT ? "unreachable"
+                                           : "connection broken", error);
+        logf_(ic, AIB_LOG_ERROR, "provider '%s': %s %s", pv->name, req.url, message);
+        ic->outcome = AIB_OUTCOME_TRANSPORT_ERROR;
+        if (a.committed)
+            fail_committed(&a, kind, message);
+        else
+            aib_bridge_reject(ic, kind, message, NULL, 0);
+        ic->outcome = AIB_OUTCOME_TRANSPORT_ERROR;
+    }
+    else {
+        if (a.event_stream && !a.complete) {
+            logf_(ic, AIB_LOG_ERROR, "provider '%s': %s stream ended before its final event",
+                  pv->name, req.url);
+            fail_committed(&a, AIB_ERROR_UPSTREAM, "upstream stream ended before completion");
+            ic->outcome = AIB_OUTCOME_TRANSPORT_ERROR;
+        }
+        else {
+            ic->outcome = a.status < 400 ? AIB_OUTCOME_OK : AIB_OUTCOME_UPSTREAM_ERROR;
+        }
+    }
+    apr_pool_destroy(a.pool);
+    return next;
+}
+
+static void exhausted(aib_interception_t *ic)
+{
+    const aib_provider_t *pv = ic->provider;
+    aib_exhaustion_t ex = aib_keypool_exhaustion(pv->pool, ic->now_ms());
+
+    ic->outcome = AIB_OUTCOME_EXHAUSTED;
+    if (ex.kind == AIB_EXHAUSTED_AUTH_FAILED) {
+        logf_(ic, AIB_LOG_ERROR, "provider '%s': every key of pool '%s' failed authentication",
+              pv->name, pv->pool->name);
+        aib_bridge_reject(ic, AIB_ERROR_UPSTREAM, "all configured keys failed authentication",
+                          NULL, 0);
+        return;
+    }
+    logf_(ic, AIB_LOG_WARNING, "provider '%s': every key of pool '%s' is rate-limited, "
+          "retry after %" APR_INT64_T_FMT " s", pv->name, pv->pool->name, ex.retry_after_s);
+    aib_bridge_reject(ic, AIB_ERROR_RATE_LIMIT,
+                      apr_psprintf(ic->pool, "all configured keys are rate-limited "
+                                   "(retry after %" APR_INT64_T_FMT "s)", ex.retry_after_s),
+                      NULL, ex.retry_after_s);
+}
+
+void aib_bridge_run(aib_interception_t *ic)
+{
+    const aib_provider_t *pv = ic->provider;
+    aib_walker_t walker;
+    int i;
+
+    ic->outcome = AIB_OUTCOME_OK;
+    if (ic->client_key) {
+        attempt(ic, ic->client_key, -1);
+        return;
+    }
+    if (!pv->pool) {
+        aib_bridge_reject(ic, AIB_ERROR_AUTHENTICATION,
+                          apr_psprintf(ic->pool, "provider '%s' has no key pool: send your own "
+                                       "API key", pv->name), NULL, 0);
+        return;
+    }
+    aib_walker_init(&walker, pv->pool);
+    while ((i = aib_walker_next(&walker, ic->now_ms())) >= 0) {
+        if (attempt(ic, APR_ARRAY_IDX(pv->pool->keys, i, aib_key_t).value, i) == ATTEMPT_DONE)
+            return;
+    }
+    exhausted(ic);
+}

@@ -1,0 +1,38 @@
+#include <string.h>
+#include <apr_strings.h>
+#include <apr_sha1.h>
+
+#include "hint.h"
+
+const char *aib_key_hint(apr_pool_t *pool, const char *key)
+{
+    size_t len = strlen(key);
+    size_t shown;
+
+    if (len >= 20)
+        shown = 4;
+    else if (len >= 10)
+        shown = 2;
+    else if (len >= 5)
+        shown = 1;
+    else
+        return "...";
+    return apr_psprintf(pool, "%.*s...%s", (int)shown, key, key + len - shown);
+}
+
+uint64_t aib_key_fingerprint(const char *pool_name, const char *key)
+{
+    apr_sha1_ctx_t ctx;
+    unsigned char digest[APR_SHA1_DIGESTSIZE];
+    uint64_t fp = 0;
+    int i;
+
+    apr_sha1_init(&ctx);
+    /* The NUL separates the two parts so ("ab","c") and ("a","bc") differ. */
+    apr_sha1_update_binary(&ctx, (const unsigned char *)pool_name, strlen(pool_name) + 1);
+    apr_sha1_update_binary(&ctx, (const unsigned char *)key, strlen(key));
+    apr_sha1_final(digest, &ctx);
+    for (i = 0; i < 8; i++)
+        fp = (fp << 8) | digest[i];
+    return fp ? fp : 1;
+}

@@ -1,0 +1,336 @@
+#include <string.h>
+#include <apr_hash.h>
+#include <apr_strings.h>
+
+#include "hint.h"
+#include "keypool.h"
+
+/* Slots are shared between processes and threads: every access goes through
+ * these, so a torn or stale read is never possible. */
+#define LOAD(p)      __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define STORE(p, v)  __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#define ADD(p, v)    __atomic_fetch_add((p), (v), __ATOMIC_RELAXED)
+
+aib_keypool_t *aib_keypool_create(apr_pool_t *pool, const char *name)
+{
+    aib_keypool_t *kp = apr_pcalloc(pool, sizeof(*kp));
+    kp->name = apr_pstrdup(pool, name);
+    kp->keys = apr_array_make(pool, 4, sizeof(aib_key_t));
+    return kp;
+}
+
+const char *aib_keypool_add_key(aib_keypool_t *kp, apr_pool_t *pool, const char *value)
+{
+    aib_key_t *key;
+    uint64_t fp;
+    int i, position = kp->keys->nelts + 1;
+
+    if (!value || !*value)
+        return apr_psprintf(pool, "key #%d of pool '%s' is empty", position, kp->name);
+    fp = aib_key_fingerprint(kp->name, value);
+    for (i = 0; i < kp->keys->nelts; i++) {
+        const aib_key_t *other = &APR_ARRAY_IDX(kp->keys, i, aib_key_t);
+        if (other->fingerprint == fp && !strcmp(other->value, value))
+            return apr_psprintf(pool, "key #%d (%s) of pool '%s' duplicates key #%d",
+                                position, other->hint, kp->name, i + 1);
+    }
+    key = apr_array_push(kp->keys);
+    key->value = apr_pstrdup(pool, value);
+    key->hint = aib_key_hint(pool, value);
+    key->fingerprint = fp;
+    key->slot = 0;
+    return NULL;
+}
+
+static const aib_key_t *key_at(const aib_keypool_t *kp, int i)
+{
+    return &APR_ARRAY_IDX(kp->keys, i, aib_key_t);
+}
+
+/* The slot of key i, or NULL when it now belongs to another key. */
+static aib_slot_t *slot_of(const aib_keypool_t *kp, int i)
+{
+    const aib_key_t *key = key_at(kp, i);
+    aib_slot_t *slot;
+
+    if (!kp->store || key->slot >= kp->store->capacity)
+        return NULL;
+    slot = &kp->store->slots[key->slot];
+    return LOAD(&slot->fingerprint) == key->fingerprint ? slot : NULL;
+}
+
+uint32_t aib_keystore_slots_needed(const apr_array_header_t *pools, apr_pool_t *tmp)
+{
+    apr_hash_t *seen = apr_hash_make(tmp);
+    int p, i;
+
+    for (p = 0; p < pools->nelts; p++) {
+        const aib_keypool_t *kp = APR_ARRAY_IDX(pools, p, const aib_keypool_t *);
+        for (i = 0; i < kp->keys->nelts; i++) {
+            const aib_key_t *key = key_at(kp, i);
+            apr_hash_set(seen, &key->fingerprint, sizeof(key->fingerprint), "");
+        }
+    }
+    return apr_hash_count(seen);
+}
+
+static void slot_reset(aib_slot_t *slot, uint64_t fingerprint)
+{
+    STORE(&slot->fingerprint, 0);
+    STORE(&slot->cooldown_until_ms, 0);
+    STORE(&slot->disabled_until_ms, 0);
+    STORE(&slot->cooldown_reason, AIB_REASON_NONE);
+    STORE(&slot->disabled_reason, AIB_REASON_NONE);
+    STORE(&slot->requests, 0);
+    STORE(&slot->rate_limited, 0);
+    STORE(&slot->unauthorized, 0);
+    STORE(&slot->forbidden, 0);
+    STORE(&slot->last_used_ms, 0);
+    /* Owner last: a writer that checks the fingerprint sees a clean slot. */
+    STORE(&slot->fingerprint, fingerprint);
+}
+
+static void slot_copy(aib_slot_t *to, const aib_slot_t *from)
+{
+    STORE(&to->cooldown_until_ms, LOAD(&from->cooldown_until_ms));
+    STORE(&to->disabled_until_ms, LOAD(&from->disabled_until_ms));
+    STORE(&to->cooldown_reason, LOAD(&from->cooldown_reason));
+    STORE(&to->disabled_reason, LOAD(&from->disabled_reason));
+    STORE(&to->requests, LOAD(&from->requests));
+    STORE(&to->rate_limited, LOAD(&from->rate_limited));
+    STORE(&to->unauthorized, LOAD(&from->unauthorized));
+    STORE(&to->forbidden, LOAD(&from->forbidden));
+    STORE(&to->last_used_ms, LOAD(&from->last_used_ms));
+}
+
+void aib_keystore_assign(aib_keystore_t *to, const aib_keystore_t *from,
+                         const apr_array_header_t *pools, apr_pool_t *tmp)
+{
+    apr_hash_t *old = apr_hash_make(tmp);      /* fingerprint -> slot in `from` */
+    apr_hash_t *wanted = apr_hash_make(tmp);   /* fingerprint -> slot in `to` */
+    uint32_t s, next_free = 0;
+    int p, i;
+
+    if (from) {
+        for (s = 0; s < from->capacity; s++)
+            if (from->slots[s].fingerprint)
+                apr_hash_set(old, &from->slots[s].fingerprint, sizeof(uint64_t),
+                             &from->slots[s]);
+    }
+    if (to == from) {
+        /* Free the slots of keys that are gone before handing slots out. */
+        for (p = 0; p < pools->nelts; p++) {
+            const aib_keypool_t *kp = APR_ARRAY_IDX(pools, p, const aib_keypool_t *);
+            for (i = 0; i < kp->keys->nelts; i++)
+                apr_hash_set(wanted, &key_at(kp, i)->fingerprint, sizeof(uint64_t), "");
+        }
+        for (s = 0; s < to->capacity; s++) {
+            uint64_t fp = to->slots[s].fingerprint;
+            if (fp && !apr_hash_get(wanted, &fp, sizeof(fp)))
+                slot_reset(&to->slots[s], 0);
+        }
+        wanted = apr_hash_make(tmp);
+    }
+    for (p = 0; p < pools->nelts; p++) {
+        aib_keypool_t *kp = APR_ARRAY_IDX(pools, p, aib_keypool_t *);
+        kp->store = to;
+        for (i = 0; i < kp->keys->nelts; i++) {
+            aib_key_t *key = &APR_ARRAY_IDX(kp->keys, i, aib_key_t);
+            const aib_slot_t *previous = apr_hash_get(old, &key->fingerprint, sizeof(uint64_t));
+            uint32_t *assigned = apr_hash_get(wanted, &key->fingerprint, sizeof(uint64_t));
+
+            if (assigned) {                 /* same key in another pool object */
+                key->slot = *assigned;
+                continue;
+            }
+            if (to == from && previous) {   /* stays where it is */
+                key->slot = (uint32_t)(previous - to->slots);
+            }
+            else {
+                while (next_free < to->capacity && to->slots[next_free].fingerprint)
+                    next_free++;
+                key->slot = next_free;
+                slot_reset(&to->slots[key->slot], key->fingerprint);
+                if (previous)
+                    slot_copy(&to->slots[key->slot], previous);
+            }
+            assigned = apr_palloc(tmp, sizeof(*assigned));
+            *assigned = key->slot;
+            apr_hash_set(wanted, &key->fingerprint, sizeof(uint64_t), assigned);
+        }
+    }
+}
+
+aib_key_state_e aib_key_state(const aib_keypool_t *kp, int i, int64_t now_ms,
+                              aib_reason_e *reason, int64_t *until_ms)
+{
+    const aib_slot_t *slot = slot_of(kp, i);
+    int64_t disabled_until, cooldown_until;
+
+    if (reason)
+        *reason = AIB_REASON_NONE;
+    if (until_ms)
+        *until_ms = 0;
+    if (!slot)
+        return AIB_KEY_AVAILABLE;
+    disabled_until = LOAD(&slot->disabled_until_ms);
+    if (disabled_until > now_ms) {
+        if (reason)
+            *reason = LOAD(&slot->disabled_reason);
+        if (until_ms)
+            *until_ms = disabled_until;
+        return AIB_KEY_DISABLED;
+    }
+    cooldown_until = LOAD(&slot->cooldown_until_ms);
+    if (cooldown_until > now_ms) {
+        if (reason)
+            *reason = LOAD(&slot->cooldown_reason);
+        if (until_ms)
+            *until_ms = cooldown_until;
+        return AIB_KEY_COOLING;
+    }
+    return AIB_KEY_AVAILABLE;
+}
+
+void aib_key_cooldown(const aib_keypool_t *kp, int i, int64_t until_ms, aib_reason_e reason)
+{
+    aib_slot_t *slot = slot_of(kp, i);
+    int64_t current;
+
+    if (!slot)
+        return;
+    current = LOAD(&slot->cooldown_until_ms);
+    /* The later deadline wins, also against a concurrent writer. */
+    while (until_ms > current) {
+        if (__atomic_compare_exchange_n(&slot->cooldown_until_ms, &current, until_ms, 0,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            STORE(&slot->cooldown_reason, reason);
+            break;
+        }
+    }
+}
+
+void aib_key_disable(const aib_keypool_t *kp, int i, int64_t until_ms, aib_reason_e reason)
+{
+    aib_slot_t *slot = slot_of(kp, i);
+
+    if (!slot)
+        return;
+    STORE(&slot->disabled_reason, reason);
+    STORE(&slot->disabled_until_ms, until_ms);
+}
+
+void aib_key_enable(const aib_keypool_t *kp, int i)
+{
+    aib_slot_t *slot = slot_of(kp, i);
+
+    if (!slot)
+        return;
+    STORE(&slot->disabled_until_ms, 0);
+    STORE(&slot->cooldown_until_ms, 0);
+    STORE(&slot->disabled_reason, AIB_REASON_NONE);
+    STORE(&slot->cooldown_reason, AIB_REASON_NONE);
+}
+
+void aib_key_count_attempt(const aib_keypool_t *kp, int i, int64_t now_ms)
+{
+    aib_slot_t *slot = slot_of(kp, i);
+
+    if (!slot)
+        return;
+    ADD(&slot->requests, 1);
+    STORE(&slot->last_used_ms, now_ms);
+}
+
+void aib_key_count_status(const aib_keypool_t *kp, int i, int status)
+{
+    aib_slot_t *slot = slot_of(kp, i);
+
+    if (!slot)
+        return;
+    if (status == 429)
+        ADD(&slot->rate_limited, 1);
+    else if (status == 401)
+        ADD(&slot->unauthorized, 1);
+    else if (status == 403)
+        ADD(&slot->forbidden, 1);
+}
+
+void aib_key_snapshot(const aib_keypool_t *kp, int i, aib_slot_t *out)
+{
+    const aib_slot_t *slot = slot_of(kp, i);
+
+    memset(out, 0, sizeof(*out));
+    if (!slot)
+        return;
+    out->fingerprint = LOAD(&slot->fingerprint);
+    out->cooldown_until_ms = LOAD(&slot->cooldown_until_ms);
+    out->disabled_until_ms = LOAD(&slot->disabled_until_ms);
+    out->cooldown_reason = LOAD(&slot->cooldown_reason);
+    out->disabled_reason = LOAD(&slot->disabled_reason);
+    out->requests = LOAD(&slot->requests);
+    out->rate_limited = LOAD(&slot->rate_limited);
+    out->unauthorized = LOAD(&slot->unauthorized);
+    out->forbidden = LOAD(&slot->forbidden);
+    out->last_used_ms = LOAD(&slot->last_used_ms);
+}
+
+void aib_walker_init(aib_walker_t *w, const aib_keypool_t *kp)
+{
+    w->pool = kp;
+    w->next = 0;
+}
+
+int aib_walker_next(aib_walker_t *w, int64_t now_ms)
+{
+    while (w->pool && w->next < w->pool->keys->nelts) {
+        int i = w->next++;
+        if (aib_key_state(w->pool, i, now_ms, NULL, NULL) == AIB_KEY_AVAILABLE)
+            return i;
+    }
+    return -1;
+}
+
+aib_exhaustion_t aib_keypool_exhaustion(const aib_keypool_t *kp, int64_t now_ms)
+{
+    aib_exhaustion_t result = { AIB_EXHAUSTED_AUTH_FAILED, 0 };
+    int64_t smallest = -1;
+    int i;
+
+    for (i = 0; i < kp->keys->nelts; i++) {
+        int64_t until, remaining;
+        aib_key_state_e state = aib_key_state(kp, i, now_ms, NULL, &until);
+
+        if (state == AIB_KEY_DISABLED)
+            continue;
+        /* Not disabled: cooling, or its cooldown ran out while we walked. */
+        remaining = state == AIB_KEY_COOLING ? until - now_ms : 0;
+        if (smallest < 0 || remaining < smallest)
+            smallest = remaining;
+    }
+    if (smallest >= 0) {
+        result.kind = AIB_EXHAUSTED_RATE_LIMITED;
+        result.retry_after_s = (smallest + 999) / 1000;
+    }
+    return result;
+}
+
+const char *aib_reason_name(aib_reason_e reason)
+{
+    switch (reason) {
+    case AIB_REASON_RATE_LIMITED: return "rate_limited";
+    case AIB_REASON_QUOTA:        return "quota";
+    case AIB_REASON_UNAUTHORIZED: return "unauthorized";
+    case AIB_REASON_FORBIDDEN:    return "forbidden";
+    default:                      return "none";
+    }
+}
+
+const char *aib_key_state_name(aib_key_state_e state)
+{
+    switch (state) {
+    case AIB_KEY_COOLING:  return "cooling";
+    case AIB_KEY_DISABLED: return "disabled";
+    default:               return "available";
+    }
+}

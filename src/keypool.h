@@ -1,0 +1,127 @@
+/* Key pools and their shared state.
+ *
+ * A pool is an ordered list of keys (configuration, lives in the config
+ * pool). Each key's state lives in a slot of a key store: in httpd an APR
+ * shared-memory segment every child process maps, in unit tests a plain
+ * array. Slots hold fixed-size scalars only, never pointers, and are updated
+ * with atomics, so no lock is taken on the request path. State is derived
+ * when read: a key is available when it is not disabled and its cooldown
+ * deadline has passed. */
+#ifndef AIB_KEYPOOL_H
+#define AIB_KEYPOOL_H
+
+#include <stdint.h>
+#include <apr_pools.h>
+#include <apr_tables.h>
+
+typedef enum {
+    AIB_REASON_NONE = 0,
+    AIB_REASON_RATE_LIMITED,
+    AIB_REASON_QUOTA,
+    AIB_REASON_UNAUTHORIZED,
+    AIB_REASON_FORBIDDEN
+} aib_reason_e;
+
+typedef enum {
+    AIB_KEY_AVAILABLE = 0,
+    AIB_KEY_COOLING,
+    AIB_KEY_DISABLED
+} aib_key_state_e;
+
+/* Deadline of a key disabled until an operator re-enables it. */
+#define AIB_FOREVER INT64_MAX
+
+typedef struct {
+    uint64_t fingerprint;       /* which key owns the slot; 0 = free */
+    int64_t cooldown_until_ms;  /* Unix ms; the later deadline wins */
+    int64_t disabled_until_ms;  /* 0 = enabled, AIB_FOREVER = until re-enabled */
+    uint32_t cooldown_reason;   /* aib_reason_e */
+    uint32_t disabled_reason;   /* aib_reason_e */
+    uint64_t requests;
+    uint64_t rate_limited;      /* 429s */
+    uint64_t unauthorized;      /* 401s */
+    uint64_t forbidden;         /* 403s */
+    int64_t last_used_ms;
+} aib_slot_t;
+
+typedef struct {
+    aib_slot_t *slots;
+    uint32_t capacity;
+} aib_keystore_t;
+
+typedef struct {
+    const char *value;          /* the secret: never logged, never shown */
+    const char *hint;           /* masked, safe to show */
+    uint64_t fingerprint;
+    uint32_t slot;
+} aib_key_t;
+
+typedef struct {
+    const char *name;
+    apr_array_header_t *keys;   /* of aib_key_t, in configured order */
+    aib_keystore_t *store;      /* set once slots are assigned */
+} aib_keypool_t;
+
+aib_keypool_t *aib_keypool_create(apr_pool_t *pool, const char *name);
+
+/* Appends a key. Returns NULL, or an error message (naming the key by
+ * position and hint only) for an empty or duplicate key. */
+const char *aib_keypool_add_key(aib_keypool_t *kp, apr_pool_t *pool, const char *key);
+
+/* Slots needed for `pools` (an array of aib_keypool_t *): one per distinct
+ * key fingerprint. */
+uint32_t aib_keystore_slots_needed(const apr_array_header_t *pools, apr_pool_t *tmp);
+
+/* Gives every key of `pools` a slot in `to` and points the pools at it.
+ * A key already present in `from` (which may be `to` itself, for an
+ * in-place reassignment across a graceful restart) keeps its state; a
+ * new key starts available; slots of keys that are gone are freed. When
+ * to == from, keys that stay keep their slot numbers, so marks written by
+ * processes of the previous generation still land on the right key.
+ * `to` must have room (aib_keystore_slots_needed). */
+void aib_keystore_assign(aib_keystore_t *to, const aib_keystore_t *from,
+                         const apr_array_header_t *pools, apr_pool_t *tmp);
+
+/* State of key i at now_ms; until_ms (may be NULL) gets the deadline, reason
+ * (may be NULL) why it is out. */
+aib_key_state_e aib_key_state(const aib_keypool_t *kp, int i, int64_t now_ms,
+                              aib_reason_e *reason, int64_t *until_ms);
+
+/* Marks. Each is a no-op when the slot no longer belongs to the key (a
+ * process of an older configuration writing after a restart). */
+void aib_key_cooldown(const aib_keypool_t *kp, int i, int64_t until_ms, aib_reason_e reason);
+void aib_key_disable(const aib_keypool_t *kp, int i, int64_t until_ms, aib_reason_e reason);
+void aib_key_enable(const aib_keypool_t *kp, int i);
+/* Counts an upstream attempt with key i and, once known, its status. */
+void aib_key_count_attempt(const aib_keypool_t *kp, int i, int64_t now_ms);
+void aib_key_count_status(const aib_keypool_t *kp, int i, int status);
+/* A consistent-enough copy of key i's slot for display. */
+void aib_key_snapshot(const aib_keypool_t *kp, int i, aib_slot_t *out);
+
+/* One walker per upstream call: available keys in configured order. */
+typedef struct {
+    const aib_keypool_t *pool;
+    int next;
+} aib_walker_t;
+
+void aib_walker_init(aib_walker_t *w, const aib_keypool_t *kp);
+/* Index of the next available key, or -1 when none is left. */
+int aib_walker_next(aib_walker_t *w, int64_t now_ms);
+
+typedef enum {
+    AIB_EXHAUSTED_RATE_LIMITED,  /* some key is cooling down */
+    AIB_EXHAUSTED_AUTH_FAILED    /* every key is disabled */
+} aib_exhaustion_e;
+
+typedef struct {
+    aib_exhaustion_e kind;
+    int64_t retry_after_s;       /* smallest remaining cooldown, rounded up */
+} aib_exhaustion_t;
+
+/* Why no key is available: what the client is told. */
+aib_exhaustion_t aib_keypool_exhaustion(const aib_keypool_t *kp, int64_t now_ms);
+
+const char *aib_reason_name(aib_reason_e reason);
+const char *aib_key_state_name(aib_key_state_e state);
+
+#endif

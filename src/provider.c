@@ -1,0 +1,75 @@
+#include <string.h>
+#include <json.h>
+#include <apr_strings.h>
+
+#include "provider.h"
+
+const aib_provider_ops_t *aib_provider_ops_find(const char *type)
+{
+    static const aib_provider_ops_t *const all[] = {
+        &aib_provider_openai, &aib_provider_anthropic
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+        if (!strcmp(all[i]->type, type))
+            return all[i];
+    return NULL;
+}
+
+int aib_error_status(aib_error_kind_e kind)
+{
+    switch (kind) {
+    case AIB_ERROR_INVALID_REQUEST: return 400;
+    case AIB_ERROR_AUTHENTICATION:  return 401;
+    case AIB_ERROR_NOT_FOUND:       return 404;
+    case AIB_ERROR_METHOD:          return 405;
+    case AIB_ERROR_TOO_LARGE:       return 413;
+    case AIB_ERROR_RATE_LIMIT:      return 429;
+    case AIB_ERROR_TIMEOUT:         return 504;
+    default:                        return 502;
+    }
+}
+
+const char *aib_bearer_key(const apr_table_t *headers)
+{
+    const char *v = apr_table_get(headers, "Authorization");
+
+    if (!v || strncasecmp(v, "Bearer ", 7))
+        return NULL;
+    v += 7;
+    while (*v == ' ')
+        v++;
+    return *v ? v : NULL;
+}
+
+int aib_json_error_is(const char *body, apr_size_t len, const char *member,
+                      const char *value)
+{
+    json_tokener *tok;
+    json_object *root, *error, *field;
+    int match = 0;
+
+    if (!body || !len)
+        return 0;
+    tok = json_tokener_new();
+    if (!tok)
+        return 0;
+    root = json_tokener_parse_ex(tok, body, (int)len);
+    if (root && json_object_object_get_ex(root, "error", &error)
+        && json_object_object_get_ex(error, member, &field)
+        && json_object_is_type(field, json_type_string))
+        match = !strcmp(json_object_get_string(field), value);
+    json_object_put(root);
+    json_tokener_free(tok);
+    return match;
+}
+
+const char *aib_json_quote(apr_pool_t *p, const char *text)
+{
+    json_object *s = json_object_new_string(text);
+    const char *quoted = apr_pstrdup(p, json_object_to_json_string_ext(
+                                            s, JSON_C_TO_STRING_NOSLASHESCAPE));
+    json_object_put(s);
+    return quoted;
+}

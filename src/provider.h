@@ -1,0 +1,92 @@
+/* What differs between providers: routes, how a key is sent, error shapes,
+ * stream error events, which failures are a key's fault. The bridge knows
+ * providers only through this table, so a new provider is one new file. */
+#ifndef AIB_PROVIDER_H
+#define AIB_PROVIDER_H
+
+#include <stdint.h>
+#include <apr_pools.h>
+#include <apr_tables.h>
+
+#include "keypool.h"
+
+typedef enum {
+    AIB_ROUTE_NONE = 0,      /* not served: 404 */
+    AIB_ROUTE_BRIDGED,       /* JSON body inspected, may stream */
+    AIB_ROUTE_PASSTHROUGH    /* forwarded as it is */
+} aib_route_kind_e;
+
+typedef struct {
+    aib_route_kind_e kind;
+    const char *name;        /* "chat", "responses", "messages", "passthrough" */
+    const char *allow;       /* methods served on this path, for 405 */
+    int method_allowed;
+} aib_route_t;
+
+/* Errors the module itself produces, mapped to each provider's own types. */
+typedef enum {
+    AIB_ERROR_INVALID_REQUEST,   /* 400 */
+    AIB_ERROR_AUTHENTICATION,    /* 401 */
+    AIB_ERROR_NOT_FOUND,         /* 404 */
+    AIB_ERROR_METHOD,            /* 405 */
+    AIB_ERROR_TOO_LARGE,         /* 413 */
+    AIB_ERROR_RATE_LIMIT,        /* 429, pool exhausted */
+    AIB_ERROR_UPSTREAM,          /* 502, transport or auth exhaustion */
+    AIB_ERROR_TIMEOUT            /* 504 */
+} aib_error_kind_e;
+
+/* How a failover status is to be taken, decided from the response body. */
+typedef enum {
+    AIB_FAULT_NONE = 0,          /* not the key's fault: relay, mark nothing */
+    AIB_FAULT_RATE_LIMITED,
+    AIB_FAULT_QUOTA,
+    AIB_FAULT_UNAUTHORIZED,
+    AIB_FAULT_FORBIDDEN
+} aib_fault_e;
+
+typedef struct aib_provider_ops {
+    const char *type;
+    const char *default_base_url;
+    /* Route for a path below the provider (query excluded). */
+    void (*route)(const char *method, const char *path, aib_route_t *out);
+    /* Sets the upstream credential header(s) for `key`. */
+    void (*set_key)(apr_pool_t *p, apr_table_t *upstream_headers, const char *key);
+    /* Adds headers the provider requires when the client sent none. */
+    void (*defaults)(apr_table_t *upstream_headers);
+    /* The client's own key from its headers, or NULL. */
+    const char *(*client_key)(const apr_table_t *client_headers);
+    /* JSON error body in the provider's shape. */
+    const char *(*error_body)(apr_pool_t *p, aib_error_kind_e kind, const char *message);
+    /* A complete SSE frame reporting an error mid-stream. `sequence` is the
+     * number the next event would have carried (Responses). */
+    const char *(*stream_error)(apr_pool_t *p, const aib_route_t *route,
+                                aib_error_kind_e kind, const char *message,
+                                int64_t sequence);
+    /* Whether a failover status (429/401/403...) with this body is the
+     * key's fault, and how. */
+    aib_fault_e (*classify)(int status, const char *body, apr_size_t len);
+    /* Whether an SSE event ends the stream (the last event of a complete
+     * answer, or an error the upstream reported itself). */
+    int (*stream_complete)(const char *event, const char *data);
+} aib_provider_ops_t;
+
+extern const aib_provider_ops_t aib_provider_openai;
+extern const aib_provider_ops_t aib_provider_anthropic;
+
+/* The ops for a type name ("openai", "anthropic"), or NULL. */
+const aib_provider_ops_t *aib_provider_ops_find(const char *type);
+
+/* HTTP status of an error kind. */
+int aib_error_status(aib_error_kind_e kind);
+
+/* The key from "Authorization: Bearer <key>", or NULL. */
+const char *aib_bearer_key(const apr_table_t *headers);
+
+/* Whether a JSON error body has error.<member> equal to `value`. */
+int aib_json_error_is(const char *body, apr_size_t len, const char *member,
+                      const char *value);
+
+/* `text` as a JSON string literal, quotes included. */
+const char *aib_json_quote(apr_pool_t *p, const char *text);
+
+#endif

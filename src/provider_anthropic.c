@@ -1,0 +1,112 @@
+/* Anthropic: Messages, x-api-key, {"type":"error","error":{...}}. */
+#include <string.h>
+#include <apr_strings.h>
+
+#include "provider.h"
+
+static void anthropic_route(const char *method, const char *path, aib_route_t *out)
+{
+    int is_post = !strcmp(method, "POST");
+
+    memset(out, 0, sizeof(*out));
+    if (!strcmp(path, "/v1/messages")) {
+        out->kind = AIB_ROUTE_BRIDGED;
+        out->name = "messages";
+        out->allow = "POST";
+        out->method_allowed = is_post;
+    }
+    else if (!strcmp(path, "/v1/messages/count_tokens")) {
+        out->kind = AIB_ROUTE_PASSTHROUGH;
+        out->name = "passthrough";
+        out->allow = "POST";
+        out->method_allowed = is_post;
+    }
+    else if (!strcmp(path, "/v1/models")
+             || (!strncmp(path, "/v1/models/", 11) && path[11])) {
+        out->kind = AIB_ROUTE_PASSTHROUGH;
+        out->name = "passthrough";
+        out->allow = "GET";
+        out->method_allowed = !strcmp(method, "GET");
+    }
+}
+
+static void anthropic_set_key(apr_pool_t *p, apr_table_t *headers, const char *key)
+{
+    (void)p;
+    apr_table_unset(headers, "Authorization");
+    apr_table_setn(headers, "x-api-key", key);
+}
+
+static void anthropic_defaults(apr_table_t *headers)
+{
+    if (!apr_table_get(headers, "anthropic-version"))
+        apr_table_setn(headers, "anthropic-version", "2023-06-01");
+}
+
+static const char *anthropic_client_key(const apr_table_t *headers)
+{
+    const char *key = apr_table_get(headers, "x-api-key");
+    return key && *key ? key : aib_bearer_key(headers);
+}
+
+static const char *anthropic_type(aib_error_kind_e kind)
+{
+    switch (kind) {
+    case AIB_ERROR_AUTHENTICATION: return "authentication_error";
+    case AIB_ERROR_NOT_FOUND:      return "not_found_error";
+    case AIB_ERROR_TOO_LARGE:      return "request_too_large";
+    case AIB_ERROR_RATE_LIMIT:     return "rate_limit_error";
+    case AIB_ERROR_UPSTREAM:       return "api_error";
+    case AIB_ERROR_TIMEOUT:        return "timeout_error";
+    default:                       return "invalid_request_error";
+    }
+}
+
+static const char *anthropic_error_body(apr_pool_t *p, aib_error_kind_e kind,
+                                        const char *message)
+{
+    return apr_psprintf(p, "{\"type\":\"error\",\"error\":{\"type\":\"%s\",\"message\":%s}}",
+                        anthropic_type(kind), aib_json_quote(p, message));
+}
+
+static const char *anthropic_stream_error(apr_pool_t *p, const aib_route_t *route,
+                                          aib_error_kind_e kind, const char *message,
+                                          int64_t sequence)
+{
+    (void)route;
+    (void)sequence;
+    return apr_psprintf(p, "event: error\ndata: %s\n\n",
+                        anthropic_error_body(p, kind, message));
+}
+
+static aib_fault_e anthropic_classify(int status, const char *body, apr_size_t len)
+{
+    (void)body;
+    (void)len;
+    switch (status) {
+    case 429: return AIB_FAULT_RATE_LIMITED;
+    case 401: return AIB_FAULT_UNAUTHORIZED;
+    case 403: return AIB_FAULT_FORBIDDEN;
+    case 529: return AIB_FAULT_NONE;   /* capacity, not the key */
+    default:  return AIB_FAULT_RATE_LIMITED;
+    }
+}
+
+static int anthropic_stream_complete(const char *event, const char *data)
+{
+    (void)data;
+    return event && (!strcmp(event, "message_stop") || !strcmp(event, "error"));
+}
+
+const aib_provider_ops_t aib_provider_anthropic = {
+    "anthropic",
+    "https://api.anthropic.com",
+    anthropic_route,
+    anthropic_set_key,
+    anthropic_defaults,
+    anthropic_client_key,
+    anthropic_error_body,
+    anthropic_stream_error,
+    anthropic_classify,
+    anthropic_stream_complete,
+};

@@ -1,0 +1,153 @@
+/* OpenAI: Chat Completions and Responses, Bearer keys, {"error":{...}}. */
+#include <string.h>
+#include <apr_strings.h>
+
+#include "provider.h"
+
+static int has_subpath(const char *path, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    return !strncmp(path, prefix, n) && path[n] == '/' && path[n + 1];
+}
+
+static void openai_route(const char *method, const char *path, aib_route_t *out)
+{
+    int is_post = !strcmp(method, "POST");
+    int is_get = !strcmp(method, "GET");
+    int is_delete = !strcmp(method, "DELETE");
+
+    memset(out, 0, sizeof(*out));
+    if (!strcmp(path, "/v1/chat/completions") || !strcmp(path, "/v1/responses")) {
+        out->kind = AIB_ROUTE_BRIDGED;
+        out->name = path[4] == 'c' ? "chat" : "responses";
+        out->allow = "POST";
+        out->method_allowed = is_post;
+    }
+    else if (!strcmp(path, "/v1/embeddings") || !strcmp(path, "/v1/moderations")) {
+        out->kind = AIB_ROUTE_PASSTHROUGH;
+        out->name = "passthrough";
+        out->allow = "POST";
+        out->method_allowed = is_post;
+    }
+    else if (!strcmp(path, "/v1/models") || has_subpath(path, "/v1/models")) {
+        out->kind = AIB_ROUTE_PASSTHROUGH;
+        out->name = "passthrough";
+        out->allow = "GET, DELETE";
+        out->method_allowed = is_get || is_delete;
+    }
+    else if (has_subpath(path, "/v1/responses") || !strcmp(path, "/v1/conversations")
+             || has_subpath(path, "/v1/conversations")) {
+        out->kind = AIB_ROUTE_PASSTHROUGH;
+        out->name = "passthrough";
+        out->allow = "GET, POST, DELETE";
+        out->method_allowed = is_get || is_post || is_delete;
+    }
+}
+
+static void openai_set_key(apr_pool_t *p, apr_table_t *headers, const char *key)
+{
+    apr_table_setn(headers, "Authorization", apr_pstrcat(p, "Bearer ", key, NULL));
+}
+
+static void openai_defaults(apr_table_t *headers)
+{
+    (void)headers;
+}
+
+static const char *openai_client_key(const apr_table_t *headers)
+{
+    return aib_bearer_key(headers);
+}
+
+static void openai_type_code(aib_error_kind_e kind, const char **type, const char **code)
+{
+    *type = "invalid_request_error";
+    switch (kind) {
+    case AIB_ERROR_AUTHENTICATION: *code = "invalid_api_key"; break;
+    case AIB_ERROR_NOT_FOUND:      *code = "unknown_url"; break;
+    case AIB_ERROR_METHOD:         *code = "method_not_allowed"; break;
+    case AIB_ERROR_TOO_LARGE:      *code = "request_too_large"; break;
+    case AIB_ERROR_RATE_LIMIT:
+        *type = "rate_limit_error";
+        *code = "rate_limit_exceeded";
+        break;
+    case AIB_ERROR_UPSTREAM:
+        *type = "api_error";
+        *code = "server_error";
+        break;
+    case AIB_ERROR_TIMEOUT:
+        *type = "api_error";
+        *code = "timeout";
+        break;
+    default:
+        *code = "invalid_request";
+        break;
+    }
+}
+
+static const char *openai_error_body(apr_pool_t *p, aib_error_kind_e kind, const char *message)
+{
+    const char *type, *code;
+
+    openai_type_code(kind, &type, &code);
+    return apr_psprintf(p, "{\"error\":{\"message\":%s,\"type\":\"%s\",\"param\":null,"
+                        "\"code\":\"%s\"}}", aib_json_quote(p, message), type, code);
+}
+
+static const char *openai_stream_error(apr_pool_t *p, const aib_route_t *route,
+                                       aib_error_kind_e kind, const char *message,
+                                       int64_t sequence)
+{
+    const char *type, *code;
+
+    openai_type_code(kind, &type, &code);
+    if (route->name && !strcmp(route->name, "responses"))
+        return apr_psprintf(p, "event: error\ndata: {\"type\":\"error\",\"code\":\"%s\","
+                            "\"message\":%s,\"param\":null,\"sequence_number\":%"
+                            APR_INT64_T_FMT "}\n\n", code, aib_json_quote(p, message),
+                            sequence);
+    return apr_psprintf(p, "data: %s\n\n", openai_error_body(p, kind, message));
+}
+
+static aib_fault_e openai_classify(int status, const char *body, apr_size_t len)
+{
+    switch (status) {
+    case 429:
+        /* Billing, not a rate: it will not recover in seconds. */
+        if (aib_json_error_is(body, len, "code", "insufficient_quota")
+            || aib_json_error_is(body, len, "type", "insufficient_quota"))
+            return AIB_FAULT_QUOTA;
+        return AIB_FAULT_RATE_LIMITED;
+    case 401:
+        return AIB_FAULT_UNAUTHORIZED;
+    case 403:
+        /* The caller's region is refused, whichever key asks. */
+        if (aib_json_error_is(body, len, "code", "unsupported_country_region_territory"))
+            return AIB_FAULT_NONE;
+        return AIB_FAULT_FORBIDDEN;
+    default:
+        return AIB_FAULT_RATE_LIMITED;
+    }
+}
+
+static int openai_stream_complete(const char *event, const char *data)
+{
+    if (event)
+        return !strcmp(event, "response.completed") || !strcmp(event, "response.failed")
+               || !strcmp(event, "response.incomplete") || !strcmp(event, "error");
+    /* Chat streams end with [DONE]; an error chunk is the upstream's last word. */
+    return !strcmp(data, "[DONE]") || !strncmp(data, "{\"error\"", 9);
+}
+
+const aib_provider_ops_t aib_provider_openai = {
+    "openai",
+    "https://api.openai.com",
+    openai_route,
+    openai_set_key,
+    openai_defaults,
+    openai_client_key,
+    openai_error_body,
+    openai_stream_error,
+    openai_classify,
+    openai_stream_complete,
+};

@@ -1,0 +1,36 @@
+/* Incremental Server-Sent Events parser.
+ *
+ * The bridge relays upstream bytes as they arrive and feeds the same bytes
+ * here to learn about events (first-event inspection, sequence numbers,
+ * usage) without delaying or buffering the stream itself. Frames may be split
+ * across any number of feeds. Memory is bounded by max_event. */
+#ifndef AIB_SSE_H
+#define AIB_SSE_H
+
+#include <apr_pools.h>
+
+typedef struct aib_sse_parser aib_sse_parser_t;
+
+/* Called once per complete event (a frame with at least one data line).
+ * `event` is the value of the last `event:` field or NULL when there was
+ * none; `data` is the data lines joined with '\n', NUL-terminated. Both
+ * are valid only during the call. Return 0 to go on, non-zero to stop:
+ * aib_sse_feed then returns that value. */
+typedef int aib_sse_event_fn(void *ctx, const char *event, const char *data,
+                             apr_size_t data_len);
+
+#define AIB_SSE_OK        0
+#define AIB_SSE_TOO_LARGE (-1) /* one event exceeded max_event bytes */
+
+aib_sse_parser_t *aib_sse_parser_create(apr_pool_t *pool, apr_size_t max_event,
+                                        aib_sse_event_fn *on_event, void *ctx);
+
+/* Feed the next bytes of the stream. Returns AIB_SSE_OK, AIB_SSE_TOO_LARGE
+ * (the parser then skips to the end of that event and stays usable), or
+ * the callback's non-zero value. */
+int aib_sse_feed(aib_sse_parser_t *parser, const char *buf, apr_size_t len);
+
+/* Number of complete events seen so far. */
+apr_size_t aib_sse_event_count(const aib_sse_parser_t *parser);
+
+#endif
