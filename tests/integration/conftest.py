@@ -23,6 +23,19 @@ MODULES_DIR = "/usr/lib/apache2/modules"
 MOCK = os.path.join(TOP, "tests", "mock_upstream.py")
 # Under valgrind or a sanitizer every start and request is slower.
 SLOW = float(os.environ.get("AIB_SLOW", "1"))
+SANITIZER = bool(os.environ.get("AIB_SANITIZER"))
+
+
+def sanitizer_env(workdir):
+    """httpd itself is not instrumented: the ASan runtime must load first."""
+    if not SANITIZER:
+        return {}
+    libasan = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True,
+                             text=True).stdout.strip()
+    return {"LD_PRELOAD": libasan,
+            # httpd frees its pools at exit without unwinding everything.
+            "ASAN_OPTIONS": f"detect_leaks=0:log_path={workdir}/asan",
+            "UBSAN_OPTIONS": f"print_stacktrace=1:log_path={workdir}/ubsan"}
 
 
 def free_port():
@@ -124,8 +137,17 @@ class Httpd:
 
     def _env(self, extra):
         env = dict(os.environ)
+        env.update(sanitizer_env(self.dir))
         env.update(extra or {})
         return env
+
+    def sanitizer_reports(self):
+        reports = []
+        for name in sorted(os.listdir(self.dir)):
+            if name.startswith(("asan", "ubsan")):
+                with open(os.path.join(self.dir, name), errors="replace") as f:
+                    reports.append(f.read())
+        return reports
 
     def _ctl(self, signal_name, env=None):
         p = subprocess.run([HTTPD, "-f", self.conf, "-k", signal_name], capture_output=True,
@@ -242,6 +264,8 @@ def httpd(tmp_path, mock):
     h.stop()
     errors = h.unexpected_errors()
     assert not errors, "unexpected errors in the error log:\n" + "\n".join(errors)
+    reports = h.sanitizer_reports()
+    assert not reports, "sanitizer reports:\n" + "\n".join(reports)
 
 
 @pytest.fixture
