@@ -1,4 +1,5 @@
-"""The official openai npm client against mod_aibridge, through a failover."""
+"""The official openai and @anthropic-ai/sdk npm clients against mod_aibridge,
+through a failover."""
 
 import json
 import os
@@ -20,17 +21,20 @@ def node_sdk():
     return shutil.which("node")
 
 
+def run_client(node, script, base_url):
+    p = subprocess.run([node, os.path.join(SDK_DIR, script), base_url], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
 def test_openai_sdk_blocking_and_streaming_through_failover(node_sdk, bridge, mock):
     # k0 is rate-limited on the first call; every later call goes to k1,
     # whose fifth answer breaks off mid-stream.
     mock.script("k0", {"status": 429, "headers": {"Retry-After": "30"}})
     mock.script("k1", {}, {}, {}, {}, {"drop": "after_events", "drop_after": 2})
     bridge.allow_errors(r"connection broken")
-    p = subprocess.run([node_sdk, os.path.join(SDK_DIR, "openai_client.mjs"),
-                        bridge.url + "/ai/openai/v1"], capture_output=True, text=True,
-                       timeout=60)
-    assert p.returncode == 0, p.stderr
-    out = json.loads(p.stdout.strip().splitlines()[-1])
+    out = run_client(node_sdk, "openai_client.mjs", bridge.url + "/ai/openai/v1")
     assert out["chat"] == REPLY
     assert out["chat_stream"] == REPLY
     assert out["responses"] == REPLY
@@ -41,3 +45,19 @@ def test_openai_sdk_blocking_and_streaming_through_failover(node_sdk, bridge, mo
     assert mock.keys() == ["k0"] + ["k1"] * 5
     assert all(r["headers"].get("authorization") != "Bearer placeholder"
                for r in mock.requests())
+
+
+def test_anthropic_sdk_blocking_and_streaming_through_failover(node_sdk, bridge, mock):
+    mock.script("k0", {"status": 429, "headers": {"retry-after": "30"}})
+    mock.script("k1", {}, {}, {"drop": "after_events", "drop_after": 2})
+    bridge.allow_errors(r"connection broken")
+    out = run_client(node_sdk, "anthropic_client.mjs", bridge.url + "/ai/anthropic")
+    assert out["message"] == REPLY
+    assert out["stream"] == REPLY
+    assert out["stream_usage"] == 9
+    assert out["stream_error"] and "upstream" in out["stream_error"]
+    assert mock.keys() == ["k0"] + ["k1"] * 3
+    for r in mock.requests():
+        assert r["key_header"] == "x-api-key" and "authorization" not in r["headers"]
+        # The SDK's own anthropic-version is kept, not replaced by the default.
+        assert r["headers"]["anthropic-version"] not in ("", "2023-06-01")
