@@ -18,6 +18,7 @@
 #include "bridge.h"
 #include "config.h"
 #include "headers.h"
+#include "hint.h"
 #include "keypool.h"
 #include "transport.h"
 
@@ -94,6 +95,28 @@ static const char *directive_error(cmd_parms *cmd, const char *err)
     return err ? apr_pstrcat(cmd->pool, cmd->cmd->name, ": ", err, NULL) : NULL;
 }
 
+/* httpd hands a TAKE_ARGV directive at most this many arguments (MAX_ARGV
+ * in server/config.c) and silently drops the rest. */
+#define AIB_HTTPD_MAX_ARGV 64
+
+/* Whether httpd dropped arguments of the directive: count them again. */
+static int arguments_dropped(cmd_parms *cmd, int argc)
+{
+    const char *args;
+    int n = 0;
+
+    if (argc < AIB_HTTPD_MAX_ARGV || !cmd->directive || !cmd->directive->args)
+        return 0;
+    args = ap_resolve_env(cmd->temp_pool, cmd->directive->args);
+    while (*args) {
+        const char *w = ap_getword_conf(cmd->temp_pool, &args);
+        if (!*w && !*args)
+            break;
+        n++;
+    }
+    return n > argc;
+}
+
 static const char *cmd_key_pool(cmd_parms *cmd, void *dconf, int argc, char *const argv[])
 {
     server_conf_t *sc = ap_get_module_config(cmd->server->module_config, &aibridge_module);
@@ -103,9 +126,16 @@ static const char *cmd_key_pool(cmd_parms *cmd, void *dconf, int argc, char *con
     (void)dconf;
     if (argc < 2)
         return directive_error(cmd, "takes a pool name and at least one key source");
+    if (arguments_dropped(cmd, argc))
+        return directive_error(cmd, apr_psprintf(cmd->pool, "more than %d arguments on one "
+                                                 "line, httpd would drop the rest: spread the "
+                                                 "keys over several AIBridgeKeyPool lines or use "
+                                                 "file:", AIB_HTTPD_MAX_ARGV));
+    /* Shown masked when long: a forgotten pool name makes the first key one. */
     if (!aib_valid_name(argv[0]))
         return directive_error(cmd, apr_psprintf(cmd->pool, "pool name '%s' must match "
-                                                 "[a-z0-9]+(-[a-z0-9]+)*", argv[0]));
+                                                 "[a-z0-9]+(-[a-z0-9]+)*",
+                                                 aib_arg_hint(cmd->pool, argv[0])));
     kp = apr_hash_get(sc->own_pools, argv[0], APR_HASH_KEY_STRING);
     if (!kp) {
         kp = aib_keypool_create(cmd->pool, argv[0]);
@@ -283,6 +313,9 @@ static void sink_start(void *ctx, int status, const apr_table_t *headers)
 
     sk->started = 1;
     r->status = status;
+    /* httpd sends 500 for a status it has no reason phrase for (418, 529). */
+    if (atoi(ap_get_status_line(status)) != status)
+        r->status_line = ap_get_status_line_ex(r->pool, status);
     for (i = 0; i < arr->nelts; i++) {
         if (!strcasecmp(e[i].key, "Content-Type"))
             ap_set_content_type(r, apr_pstrdup(r->pool, e[i].val));
@@ -411,6 +444,10 @@ static int read_body(request_rec *r, apr_off_t limit, char **body, apr_size_t *l
         }
         apr_brigade_cleanup(bb);
     }
+    /* Terminated (there is always a spare byte): the JSON checks use string
+     * functions past the parsed value. */
+    if (*body)
+        (*body)[*len] = '\0';
     return OK;
 }
 

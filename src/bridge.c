@@ -276,7 +276,8 @@ static attempt_result_e attempt(aib_interception_t *ic, const char *key, int i)
     else if (a.fail_over) {
         next = take_failover(&a, i);
     }
-    else if (result != AIB_XFER_OK) {
+    /* A stream cut after its final event was whole: no error after it. */
+    else if (result != AIB_XFER_OK && !(a.event_stream && a.complete)) {
         aib_error_kind_e kind = result == AIB_XFER_TIMEOUT ? AIB_ERROR_TIMEOUT : AIB_ERROR_UPSTREAM;
         const char *message = apr_psprintf(ic->pool, "upstream %s: %s",
                                            result == AIB_XFER_TIMEOUT ? "timed out"

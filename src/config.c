@@ -9,6 +9,7 @@
 #include <apr_uri.h>
 
 #include "config.h"
+#include "hint.h"
 
 int aib_valid_name(const char *name)
 {
@@ -80,7 +81,8 @@ static const char *parse_url(apr_pool_t *p, const char *what, const char *value,
     if (apr_uri_parse(p, value, &uri) != APR_SUCCESS || !uri.scheme || !uri.hostname || !*uri.hostname
         || (strcasecmp(uri.scheme, "http") && strcasecmp(uri.scheme, "https"))
         || uri.query || uri.fragment)
-        return apr_psprintf(p, "%s '%s' is not an http:// or https:// URL", what, value);
+        return apr_psprintf(p, "%s '%s' is not an http:// or https:// URL", what,
+                            aib_arg_hint(p, value));
     url = apr_pstrdup(p, value);
     len = strlen(url);
     while (len && url[len - 1] == '/')
@@ -118,7 +120,8 @@ static const char *parse_option(apr_pool_t *p, aib_provider_t *pv, const char *o
                                      (int64_t *)((char *)pv + times[i].offset));
     if (!strcmp(option, "pool")) {
         if (!aib_valid_name(value))
-            return apr_psprintf(p, "pool='%s': pool names are [a-z0-9]+(-[a-z0-9]+)*", value);
+            return apr_psprintf(p, "pool='%s': pool names are [a-z0-9]+(-[a-z0-9]+)*",
+                                aib_arg_hint(p, value));
         pv->pool_name = value;
     }
     else if (!strcmp(option, "byok")) {
@@ -142,6 +145,15 @@ static const char *parse_option(apr_pool_t *p, aib_provider_t *pv, const char *o
     return NULL;
 }
 
+/* The optional base URL is the argument that is no option=value; a URL may
+ * hold '=' too, but only after its "://". */
+static int is_base_url(const char *arg)
+{
+    const char *eq = strchr(arg, '='), *scheme = strstr(arg, "://");
+
+    return !eq || (scheme && scheme < eq);
+}
+
 const char *aib_provider_parse(apr_pool_t *p, int argc, char *const argv[],
                                aib_provider_t **out)
 {
@@ -154,10 +166,12 @@ const char *aib_provider_parse(apr_pool_t *p, int argc, char *const argv[],
     pv = apr_pcalloc(p, sizeof(*pv));
     pv->name = apr_pstrdup(p, argv[0]);
     if (!aib_valid_name(pv->name))
-        return apr_psprintf(p, "provider name '%s' must match [a-z0-9]+(-[a-z0-9]+)*", argv[0]);
+        return apr_psprintf(p, "provider name '%s' must match [a-z0-9]+(-[a-z0-9]+)*",
+                            aib_arg_hint(p, argv[0]));
     pv->ops = aib_provider_ops_find(argv[1]);
     if (!pv->ops)
-        return apr_psprintf(p, "unknown provider type '%s' (openai, anthropic)", argv[1]);
+        return apr_psprintf(p, "unknown provider type '%s' (openai, anthropic)",
+                            aib_arg_hint(p, argv[1]));
     pv->base_url = pv->ops->default_base_url;
     pv->cooldown_ms = 60 * 1000;
     pv->max_cooldown_ms = 3600 * 1000;
@@ -166,7 +180,7 @@ const char *aib_provider_parse(apr_pool_t *p, int argc, char *const argv[],
     pv->idle_timeout_ms = 300 * 1000;
     parse_failover(p, pv, "429,401,403");
 
-    if (argc > 2 && !strchr(argv[2], '=')) {
+    if (argc > 2 && is_base_url(argv[2])) {
         err = parse_url(p, "base URL", argv[2], &pv->base_url);
         if (err)
             return err;
@@ -175,7 +189,7 @@ const char *aib_provider_parse(apr_pool_t *p, int argc, char *const argv[],
     for (; i < argc; i++) {
         const char *eq = strchr(argv[i], '=');
         if (!eq || eq == argv[i])
-            return apr_psprintf(p, "'%s' is not option=value", argv[i]);
+            return apr_psprintf(p, "'%s' is not option=value", aib_arg_hint(p, argv[i]));
         err = parse_option(p, pv, apr_pstrmemdup(p, argv[i], (apr_size_t)(eq - argv[i])),
                            eq + 1);
         if (err)
@@ -220,7 +234,7 @@ static const char *add_file(aib_keypool_t *kp, apr_pool_t *p, const char *path)
         char buf[120];
         return apr_psprintf(p, "%s: cannot read: %s", origin, apr_strerror(rv, buf, sizeof(buf)));
     }
-    while (apr_file_gets(line, sizeof(line), f) == APR_SUCCESS) {
+    while ((rv = apr_file_gets(line, sizeof(line), f)) == APR_SUCCESS) {
         char *key = line, *end;
         const char *err;
 
@@ -238,6 +252,10 @@ static const char *add_file(aib_keypool_t *kp, apr_pool_t *p, const char *path)
         }
     }
     apr_file_close(f);
+    if (rv != APR_EOF) {                /* a directory, an I/O error */
+        char buf[120];
+        return apr_psprintf(p, "%s: cannot read: %s", origin, apr_strerror(rv, buf, sizeof(buf)));
+    }
     if (kp->keys->nelts == before)
         return apr_psprintf(p, "%s holds no key", origin);
     return NULL;

@@ -25,17 +25,24 @@ static int in_list(const char *name, const char *const *list)
     return 0;
 }
 
-/* Whether the Connection header lists `name` (RFC 9110 7.6.1). */
-static int named_by_connection(apr_pool_t *p, const char *connection, const char *name)
+/* Whether a Connection header of `in` lists `name` (RFC 9110 7.6.1). Several
+ * Connection lines (the transport adds each line it reads) are one list. */
+static int named_by_connection(apr_pool_t *p, const apr_table_t *in, const char *name)
 {
+    const apr_array_header_t *arr = apr_table_elts(in);
+    const apr_table_entry_t *e = (const apr_table_entry_t *)arr->elts;
     char *copy, *state, *token;
+    int i;
 
-    if (!connection)
-        return 0;
-    copy = apr_pstrdup(p, connection);
-    for (token = apr_strtok(copy, ", \t", &state); token; token = apr_strtok(NULL, ", \t", &state))
-        if (!strcasecmp(token, name))
-            return 1;
+    for (i = 0; i < arr->nelts; i++) {
+        if (!e[i].key || !e[i].val || strcasecmp(e[i].key, "Connection"))
+            continue;
+        copy = apr_pstrdup(p, e[i].val);
+        for (token = apr_strtok(copy, ", \t", &state); token;
+             token = apr_strtok(NULL, ", \t", &state))
+            if (!strcasecmp(token, name))
+                return 1;
+    }
     return 0;
 }
 
@@ -44,7 +51,6 @@ static apr_table_t *filtered(apr_pool_t *p, const apr_table_t *in,
 {
     const apr_array_header_t *arr = apr_table_elts(in);
     const apr_table_entry_t *e = (const apr_table_entry_t *)arr->elts;
-    const char *connection = apr_table_get(in, "Connection");
     apr_table_t *out = apr_table_make(p, arr->nelts + 2);
     int i;
 
@@ -52,7 +58,7 @@ static apr_table_t *filtered(apr_pool_t *p, const apr_table_t *in,
         const char *name = e[i].key;
         if (!name || in_list(name, hop_by_hop) || in_list(name, drop)
             || (drop_forwarded && !strncasecmp(name, "X-Forwarded-", 12))
-            || named_by_connection(p, connection, name))
+            || named_by_connection(p, in, name))
             continue;
         apr_table_addn(out, name, e[i].val);
     }

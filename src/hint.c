@@ -20,6 +20,13 @@ const char *aib_key_hint(apr_pool_t *pool, const char *key)
     return apr_psprintf(pool, "%.*s...%s", (int)shown, key, key + len - shown);
 }
 
+const char *aib_arg_hint(apr_pool_t *pool, const char *arg)
+{
+    if (strlen(arg) < 20 || strstr(arg, "://"))
+        return arg;
+    return aib_key_hint(pool, arg);
+}
+
 uint64_t aib_key_fingerprint(const char *pool_name, const char *key)
 {
     apr_sha1_ctx_t ctx;

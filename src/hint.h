@@ -11,6 +11,11 @@
  * only "..." below 5. */
 const char *aib_key_hint(apr_pool_t *pool, const char *key);
 
+/* A configuration argument as an error message may show it: as is when it
+ * is shorter than 20 characters or holds "://", else masked like a key, for
+ * it may be a key written in the wrong place. */
+const char *aib_arg_hint(apr_pool_t *pool, const char *arg);
+
 /* Stable 64-bit fingerprint of a key within a pool (SHA-1 of pool name and
  * key, truncated). Never 0, so 0 can mean "free slot". */
 uint64_t aib_key_fingerprint(const char *pool_name, const char *key);

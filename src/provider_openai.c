@@ -136,7 +136,7 @@ static int openai_stream_complete(const char *event, const char *data)
         return !strcmp(event, "response.completed") || !strcmp(event, "response.failed")
                || !strcmp(event, "response.incomplete") || !strcmp(event, "error");
     /* Chat streams end with [DONE]; an error chunk is the upstream's last word. */
-    return !strcmp(data, "[DONE]") || !strncmp(data, "{\"error\"", 9);
+    return !strcmp(data, "[DONE]") || !strncmp(data, "{\"error\"", 8);
 }
 
 const aib_provider_ops_t aib_provider_openai = {

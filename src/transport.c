@@ -23,7 +23,10 @@ typedef struct {
     apr_table_t *headers;
     int response_seen;
     int stopped;
+    int idle;                 /* stopped for silence: a timeout */
     apr_time_t last_tick;
+    apr_time_t last_byte;     /* when the upstream last sent anything */
+    apr_interval_time_t idle_timeout;
 } exchange_t;
 
 static apr_status_t curl_cleanup(void *unused)
@@ -50,6 +53,7 @@ static size_t on_header(char *line, size_t size, size_t n, void *userdata)
     const char *colon;
     long status = 0;
 
+    x->last_byte = apr_time_now();
     if (len >= 5 && !strncmp(line, "HTTP/", 5)) {
         apr_table_clear(x->headers);
         return len;
@@ -83,6 +87,7 @@ static size_t on_body(char *data, size_t size, size_t n, void *userdata)
     exchange_t *x = userdata;
     size_t len = size * n;
 
+    x->last_byte = apr_time_now();
     if (x->handler->on_data(x->handler->ctx, data, len)) {
         x->stopped = 1;
         return 0;
@@ -101,6 +106,13 @@ static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow,
     if (now - x->last_tick < apr_time_from_msec(100))
         return 0;
     x->last_tick = now;
+    /* Checked here, not with libcurl's low-speed limit: that one averages
+     * over seconds of history, so a stream gone silent after a burst would
+     * pass for alive long after idle-timeout. */
+    if (x->idle_timeout && now - x->last_byte >= x->idle_timeout) {
+        x->stopped = x->idle = 1;
+        return 1;
+    }
     if (x->handler->on_tick && x->handler->on_tick(x->handler->ctx)) {
         x->stopped = 1;
         return 1;
@@ -137,10 +149,12 @@ static void return_handle(curl_transport_t *t, CURL *curl, int reusable)
         curl_easy_cleanup(curl);
 }
 
-static aib_xfer_result_e classify(CURLcode rc, int stopped)
+static aib_xfer_result_e classify(CURLcode rc, int stopped, int idle)
 {
     if (rc == CURLE_OK)
         return AIB_XFER_OK;
+    if (idle)
+        return AIB_XFER_TIMEOUT;
     if (stopped)
         return AIB_XFER_STOPPED;
     switch (rc) {
@@ -173,7 +187,8 @@ static aib_xfer_result_e curl_perform(aib_transport_t *self, apr_pool_t *pool,
     x.handler = handler;
     x.pool = pool;
     x.headers = apr_table_make(pool, 16);
-    x.last_tick = apr_time_now();
+    x.last_tick = x.last_byte = apr_time_now();
+    x.idle_timeout = apr_time_from_msec(req->idle_timeout_ms);
     x.curl = take_handle(t);
     if (!x.curl) {
         *error = "cannot create a libcurl handle";
@@ -197,12 +212,6 @@ static aib_xfer_result_e curl_perform(aib_transport_t *self, apr_pool_t *pool,
     curl_easy_setopt(x.curl, CURLOPT_CONNECTTIMEOUT_MS, (long)req->connect_timeout_ms);
     if (req->timeout_ms)
         curl_easy_setopt(x.curl, CURLOPT_TIMEOUT_MS, (long)req->timeout_ms);
-    if (req->idle_timeout_ms) {
-        /* Less than one byte per second for the whole window: silence. */
-        curl_easy_setopt(x.curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
-        curl_easy_setopt(x.curl, CURLOPT_LOW_SPEED_TIME,
-                         (long)((req->idle_timeout_ms + 999) / 1000));
-    }
     if (req->proxy)
         curl_easy_setopt(x.curl, CURLOPT_PROXY, req->proxy);
     else
@@ -227,6 +236,9 @@ static aib_xfer_result_e curl_perform(aib_transport_t *self, apr_pool_t *pool,
     curl_easy_setopt(x.curl, CURLOPT_XFERINFODATA, &x);
 
     rc = curl_easy_perform(x.curl);
+    if (x.idle)
+        apr_snprintf(errbuf, sizeof(errbuf), "no data for %" APR_INT64_T_FMT " ms",
+                     (apr_int64_t)req->idle_timeout_ms);
     if (rc == CURLE_OK && !x.response_seen) {
         rc = CURLE_GOT_NOTHING;
         apr_cpystrn(errbuf, "no response", sizeof(errbuf));
@@ -236,7 +248,7 @@ static aib_xfer_result_e curl_perform(aib_transport_t *self, apr_pool_t *pool,
     curl_slist_free_all(headers);
     /* A handle whose transfer was cut keeps no connection worth reusing. */
     return_handle(t, x.curl, rc == CURLE_OK);
-    return classify(rc, x.stopped);
+    return classify(rc, x.stopped, x.idle);
 }
 
 static apr_status_t transport_cleanup(void *data)

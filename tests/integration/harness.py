@@ -40,6 +40,16 @@ def free_port():
         return s.getsockname()[1]
 
 
+def running(pid):
+    """Whether pid is a live process. A zombie is not: httpd has exited, and
+    whoever reaps it (PID 1 in a container) may take its time."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 class Mock:
     """The mock upstream (tests/mock_upstream.py) and its control API."""
 
@@ -192,11 +202,7 @@ class Httpd:
         pid = self.pid()
         self._ctl("stop")
         deadline = time.time() + 30 * SLOW
-        while pid and time.time() < deadline:
-            try:
-                os.kill(pid, 0)
-            except OSError:
-                break
+        while pid and time.time() < deadline and running(pid):
             time.sleep(0.05)
         self.running = False
 

@@ -300,6 +300,9 @@ static void test_provider_errors(void **state)
     PARSE_ERR("api.openai.com", "p", "openai", "api.openai.com", "pool=x");
     PARSE_ERR("https://h/#top", "p", "openai", "https://h/#top", "pool=x");
     PARSE_ERR("https://h/?q", "p", "openai", "https://h/?q", "pool=x");
+    /* A query's '=' does not make the URL an option. */
+    PARSE_ERR("base URL 'https://h/v1?api-version=1'", "p", "openai",
+              "https://h/v1?api-version=1", "pool=x");
     PARSE_ERR("proxy", "p", "openai", "pool=x", "proxy=socks5://127.0.0.1:1080");
 
     /* Values */
@@ -333,6 +336,13 @@ static void test_provider_errors(void **state)
     PARSE_ERR("=on", "p", "openai", "pool=x", "=on");
     PARSE_ERR("https://late.example.com", "p", "openai", "pool=x",
               "https://late.example.com");
+
+    /* A key in the wrong place is shown masked. */
+    PARSE_ERR("base URL 'sk-p...wxyz'", "p", "openai", "sk-proj-Secret_0123456789wxyz", "pool=x");
+    PARSE_ERR("type 'sk-p...wxyz'", "p", "sk-proj-Secret_0123456789wxyz", "pool=x");
+    PARSE_ERR("'sk-p...wxyz' is not", "p", "openai", "pool=x", "sk-proj-Secret_0123456789wxyz");
+    PARSE_ERR("pool='sk-p...wxyz'", "p", "openai", "pool=sk-proj-Secret_0123456789wxyz");
+    PARSE_ERR("name 'Sk-p...wxyz'", "Sk-proj-Secret_0123456789wxyz", "openai", "pool=x");
 }
 
 /* apr_uri_parse gives an empty, not a NULL, hostname for these. */
@@ -444,6 +454,9 @@ static void test_source_file_errors(void **state)
     (void)state;
     err = SOURCE_ERR(kp, "file:/nonexistent/aib/keys.txt", NULL);
     assert_non_null(strstr(err, "/nonexistent/aib/keys.txt"));
+    /* Opening a directory succeeds; reading it does not. */
+    err = SOURCE_ERR(kp, "file:/", NULL);
+    assert_non_null(strstr(err, "file:/: cannot read"));
     SOURCE_ERR(kp, "file:", NULL);
 
     path = temp_file("");

@@ -89,6 +89,17 @@ static void test_hint_never_contains_key(void **state)
     }
 }
 
+/* A configuration argument: shown as is unless it may be a key. */
+static void test_arg_hint(void **state)
+{
+    (void)state;
+    assert_string_equal(aib_arg_hint(pool, "Main"), "Main");
+    assert_string_equal(aib_arg_hint(pool, "0123456789abcdefghi"), "0123456789abcdefghi");
+    assert_string_equal(aib_arg_hint(pool, "https://api.example.com/v1?x=1"),
+                        "https://api.example.com/v1?x=1");
+    assert_string_equal(aib_arg_hint(pool, "sk-proj-Secret_0123456789wxyz"), "sk-p...wxyz");
+}
+
 /* ---- fingerprint ------------------------------------------------------ */
 
 static void test_fingerprint_known_value(void **state)
@@ -143,6 +154,7 @@ int main(void)
         cmocka_unit_test_teardown(test_hint_boundaries, clear_pool),
         cmocka_unit_test_teardown(test_hint_long_key, clear_pool),
         cmocka_unit_test_teardown(test_hint_never_contains_key, clear_pool),
+        cmocka_unit_test_teardown(test_arg_hint, clear_pool),
         cmocka_unit_test(test_fingerprint_known_value),
         cmocka_unit_test(test_fingerprint_stable),
         cmocka_unit_test(test_fingerprint_differs),

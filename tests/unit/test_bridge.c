@@ -1,0 +1,2036 @@
+/* Unit tests for src/bridge.c: one interception, driven end to end.
+ *
+ * The upstream is a scripted fake transport (each call replays a status,
+ * headers, body chunks and a final result, and records what it was asked),
+ * the client a recording sink, the clock a settable static, and the key
+ * store a plain calloc'd array. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <apr_general.h>
+#include <apr_pools.h>
+#include <apr_strings.h>
+#include <apr_tables.h>
+
+#include "bridge.h"
+#include "config.h"
+#include "hint.h"
+#include "keypool.h"
+#include "provider.h"
+
+/* 2026-11-25T12:00:00Z */
+#define NOW INT64_C(1795608000000)
+
+static apr_pool_t *pool;
+
+/* ---- clock ------------------------------------------------------------- */
+
+static int64_t clock_ms;
+
+static int64_t fake_now(void)
+{
+    return clock_ms;
+}
+
+/* ---- fake transport ---------------------------------------------------- */
+
+#define MAX_ITEMS 16
+#define MAX_CALLS 8
+
+typedef struct {
+    int status;                        /* 0: no response at all */
+    const char *headers[2 * MAX_ITEMS];/* name, value, ..., NULL */
+    const char *chunks[MAX_ITEMS];     /* NULL-terminated */
+    aib_xfer_result_e result;
+    const char *error;                 /* for a result other than OK */
+} step_t;
+
+typedef struct {
+    const char *method;
+    const char *url;
+    apr_table_t *headers;              /* deep copy */
+    const char *body;
+    apr_size_t body_len;
+    int64_t timeout_ms;
+    int64_t idle_timeout_ms;
+    int64_t connect_timeout_ms;
+    int chunks_delivered;
+    int stopped;                       /* a callback asked to stop */
+} call_t;
+
+typedef struct {
+    aib_transport_t base;
+    const step_t *steps;
+    int nsteps;
+    int ncalls;
+    call_t calls[MAX_CALLS];
+} fake_transport_t;
+
+static apr_table_t *deep_copy(const apr_table_t *t)
+{
+    const apr_array_header_t *arr = apr_table_elts(t);
+    const apr_table_entry_t *e = (const apr_table_entry_t *)arr->elts;
+    apr_table_t *out = apr_table_make(pool, arr->nelts + 1);
+    int i;
+
+    for (i = 0; i < arr->nelts; i++)
+        apr_table_add(out, e[i].key, e[i].val);
+    return out;
+}
+
+static aib_xfer_result_e fake_perform(aib_transport_t *self, apr_pool_t *p,
+                                      const aib_upstream_request_t *req,
+                                      const aib_upstream_handler_t *handler,
+                                      const char **error)
+{
+    fake_transport_t *ft = (fake_transport_t *)self;
+    const step_t *step;
+    call_t *call;
+    int i;
+
+    if (ft->ncalls >= ft->nsteps || ft->ncalls >= MAX_CALLS) {
+        print_error("unexpected upstream call #%d to %s\n", ft->ncalls + 1, req->url);
+        fail();
+    }
+    step = &ft->steps[ft->ncalls];
+    call = &ft->calls[ft->ncalls++];
+    memset(call, 0, sizeof(*call));
+    call->method = apr_pstrdup(pool, req->method);
+    call->url = apr_pstrdup(pool, req->url);
+    call->headers = deep_copy(req->headers);
+    call->body = req->body ? apr_pstrmemdup(pool, req->body, req->body_len) : NULL;
+    call->body_len = req->body_len;
+    call->timeout_ms = req->timeout_ms;
+    call->idle_timeout_ms = req->idle_timeout_ms;
+    call->connect_timeout_ms = req->connect_timeout_ms;
+
+    /* Waiting for the upstream. */
+    if (handler->on_tick(handler->ctx)) {
+        call->stopped = 1;
+        return AIB_XFER_STOPPED;
+    }
+    if (step->status) {
+        apr_table_t *h = apr_table_make(p, 8);
+        for (i = 0; step->headers[i]; i += 2)
+            apr_table_addn(h, apr_pstrdup(p, step->headers[i]),
+                           apr_pstrdup(p, step->headers[i + 1]));
+        if (handler->on_response(handler->ctx, step->status, h)) {
+            call->stopped = 1;
+            return AIB_XFER_STOPPED;
+        }
+        for (i = 0; step->chunks[i]; i++) {
+            /* A private copy: the bridge may keep nothing past the call. */
+            char *data = apr_pstrdup(p, step->chunks[i]);
+            if (handler->on_data(handler->ctx, data, strlen(data))) {
+                call->stopped = 1;
+                return AIB_XFER_STOPPED;
+            }
+            call->chunks_delivered++;
+            memset(data, '#', strlen(data));
+            if (handler->on_tick(handler->ctx)) {
+                call->stopped = 1;
+                return AIB_XFER_STOPPED;
+            }
+        }
+    }
+    if (step->result != AIB_XFER_OK)
+        *error = step->error ? step->error : "fake failure";
+    return step->result;
+}
+
+static fake_transport_t transport;
+
+static void script(const step_t *steps, int n)
+{
+    memset(&transport, 0, sizeof(transport));
+    transport.base.perform = fake_perform;
+    transport.steps = steps;
+    transport.nsteps = n;
+}
+
+#define SCRIPT(arr) script((arr), (int)(sizeof(arr) / sizeof((arr)[0])))
+
+/* ---- recording sink ---------------------------------------------------- */
+
+#define MAX_LOGS 32
+
+typedef struct {
+    int starts;
+    int status;
+    apr_table_t *headers;
+    char *body;
+    apr_size_t len, cap;
+    int writes;
+    int flushed_writes;
+    int writes_before_start;
+    int writes_after_fail;
+    int fails;
+    int gone;                  /* client_gone() answer */
+    int gone_after_writes;     /* client_gone() is 1 once this many writes happened; 0: off */
+    int refuse_write;          /* write #n (1-based) and later return 1; 0: never */
+    int nlogs;
+    aib_log_level_e log_level[MAX_LOGS];
+    char *log[MAX_LOGS];
+} sink_rec_t;
+
+static sink_rec_t rec;
+
+static void sink_start(void *ctx, int status, const apr_table_t *headers)
+{
+    sink_rec_t *s = ctx;
+
+    s->starts++;
+    s->status = status;
+    s->headers = deep_copy(headers);
+}
+
+static int sink_write(void *ctx, const char *data, apr_size_t len, int flush)
+{
+    sink_rec_t *s = ctx;
+
+    s->writes++;
+    if (!s->starts)
+        s->writes_before_start++;
+    if (s->fails)
+        s->writes_after_fail++;
+    if (flush)
+        s->flushed_writes++;
+    if (s->refuse_write && s->writes >= s->refuse_write)
+        return 1;
+    if (s->len + len + 1 > s->cap) {
+        apr_size_t cap = (s->len + len + 1) * 2;
+        char *b = apr_palloc(pool, cap);
+        if (s->len)
+            memcpy(b, s->body, s->len);
+        s->body = b;
+        s->cap = cap;
+    }
+    memcpy(s->body + s->len, data, len);
+    s->len += len;
+    s->body[s->len] = '\0';
+    return 0;
+}
+
+static int sink_client_gone(void *ctx)
+{
+    sink_rec_t *s = ctx;
+
+    return s->gone || (s->gone_after_writes && s->writes >= s->gone_after_writes);
+}
+
+static void sink_fail(void *ctx)
+{
+    ((sink_rec_t *)ctx)->fails++;
+}
+
+static void sink_log(void *ctx, aib_log_level_e level, const char *message)
+{
+    sink_rec_t *s = ctx;
+
+    assert_true(s->nlogs < MAX_LOGS);
+    s->log_level[s->nlogs] = level;
+    s->log[s->nlogs++] = apr_pstrdup(pool, message);
+}
+
+static const aib_sink_t sink = {
+    &rec, sink_start, sink_write, sink_client_gone, sink_fail, sink_log
+};
+
+static const char *body_of(void)
+{
+    return rec.body ? rec.body : "";
+}
+
+/* Whether some log line of `level` contains `fragment`. */
+static int logged(aib_log_level_e level, const char *fragment)
+{
+    int i;
+
+    for (i = 0; i < rec.nlogs; i++)
+        if (rec.log_level[i] == level && strstr(rec.log[i], fragment))
+            return 1;
+    return 0;
+}
+
+/* ---- fixtures ---------------------------------------------------------- */
+
+static int setup(void **state)
+{
+    (void)state;
+    clock_ms = NOW;
+    memset(&rec, 0, sizeof(rec));
+    memset(&transport, 0, sizeof(transport));
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    apr_pool_clear(pool);
+    return 0;
+}
+
+static apr_status_t free_slots(void *slots)
+{
+    free(slots);
+    return APR_SUCCESS;
+}
+
+/* Distinct keys with distinct hints ("sk-t...keya"). */
+static const char *key_value(const char *tag)
+{
+    return apr_psprintf(pool, "sk-test-0123456789abcdef-key%s", tag);
+}
+
+/* A pool named "main" of the NULL-terminated tags, in a fresh store. */
+static aib_keypool_t *keypool(const char *tag, ...)
+{
+    aib_keypool_t *kp = aib_keypool_create(pool, "main");
+    apr_array_header_t *pools = apr_array_make(pool, 1, sizeof(aib_keypool_t *));
+    aib_keystore_t *ks = apr_pcalloc(pool, sizeof(*ks));
+    va_list ap;
+
+    va_start(ap, tag);
+    for (; tag; tag = va_arg(ap, const char *))
+        assert_null(aib_keypool_add_key(kp, pool, key_value(tag)));
+    va_end(ap);
+    APR_ARRAY_PUSH(pools, aib_keypool_t *) = kp;
+    ks->capacity = aib_keystore_slots_needed(pools, pool);
+    ks->slots = calloc(ks->capacity ? ks->capacity : 1, sizeof(aib_slot_t));
+    assert_non_null(ks->slots);
+    apr_pool_cleanup_register(pool, ks->slots, free_slots, apr_pool_cleanup_null);
+    aib_keystore_assign(ks, NULL, pools, pool);
+    return kp;
+}
+
+/* A provider from directive arguments (name "up"), with `kp` as its pool. */
+static aib_provider_t *provider(const char *type, aib_keypool_t *kp, ...)
+{
+    char *argv[16];
+    int argc = 0;
+    const char *opt;
+    aib_provider_t *pv = NULL;
+    const char *err;
+    va_list ap;
+
+    argv[argc++] = apr_pstrdup(pool, "up");
+    argv[argc++] = apr_pstrdup(pool, type);
+    argv[argc++] = apr_pstrdup(pool, "pool=main");
+    va_start(ap, kp);
+    while ((opt = va_arg(ap, const char *)) != NULL && argc < 16)
+        argv[argc++] = apr_pstrdup(pool, opt);
+    va_end(ap);
+    err = aib_provider_parse(pool, argc, argv, &pv);
+    if (err) {
+        print_error("aib_provider_parse: %s\n", err);
+        fail();
+    }
+    pv->pool = kp;
+    return pv;
+}
+
+#define OPENAI(kp, ...) provider("openai", (kp), ##__VA_ARGS__, NULL)
+#define ANTHROPIC(kp, ...) provider("anthropic", (kp), ##__VA_ARGS__, NULL)
+
+static const char request_body[] = "{\"model\":\"gpt-4o-mini\",\"messages\":[]}";
+
+/* An interception of POST `path`, as mod_aibridge would build it. */
+static aib_interception_t *interception(const aib_provider_t *pv, const char *path, int stream)
+{
+    aib_interception_t *ic = apr_pcalloc(pool, sizeof(*ic));
+    apr_table_t *h = apr_table_make(pool, 4);
+
+    apr_table_setn(h, "Content-Type", "application/json");
+    apr_table_setn(h, "User-Agent", "OpenAI/Python 1.50.0");
+    ic->pool = pool;
+    ic->provider = pv;
+    pv->ops->route("POST", path, &ic->route);
+    assert_int_not_equal(ic->route.kind, AIB_ROUTE_NONE);
+    ic->method = "POST";
+    ic->url = apr_pstrcat(pool, pv->base_url, path, NULL);
+    ic->headers = h;
+    ic->body = request_body;
+    ic->body_len = sizeof(request_body) - 1;
+    ic->stream = stream;
+    ic->transport = &transport.base;
+    ic->sink = &sink;
+    ic->now_ms = fake_now;
+    ic->status = -1;
+    ic->outcome = AIB_OUTCOME_REJECTED;   /* run must set its own */
+    return ic;
+}
+
+#define CHAT "/v1/chat/completions"
+#define RESPONSES "/v1/responses"
+#define MESSAGES "/v1/messages"
+
+/* ---- assertions -------------------------------------------------------- */
+
+#define ASSERT_I64(a, b) check_i64((a), (b), __FILE__, __LINE__)
+
+static void check_i64(int64_t got, int64_t want, const char *file, int line)
+{
+    if (got != want) {
+        print_error("got %lld, want %lld\n", (long long)got, (long long)want);
+        _fail(file, line);
+    }
+}
+
+static void assert_key(const aib_keypool_t *kp, int i, aib_key_state_e want,
+                       aib_reason_e want_reason, int64_t want_until)
+{
+    aib_reason_e reason;
+    int64_t until;
+
+    assert_int_equal(aib_key_state(kp, i, clock_ms, &reason, &until), want);
+    assert_int_equal(reason, want_reason);
+    ASSERT_I64(until, want_until);
+}
+
+#define ASSERT_AVAILABLE(kp, i) assert_key((kp), (i), AIB_KEY_AVAILABLE, AIB_REASON_NONE, 0)
+
+static void assert_all_available(const aib_keypool_t *kp)
+{
+    int i;
+
+    for (i = 0; i < kp->keys->nelts; i++)
+        ASSERT_AVAILABLE(kp, i);
+}
+
+static aib_slot_t slot(const aib_keypool_t *kp, int i)
+{
+    aib_slot_t s;
+
+    aib_key_snapshot(kp, i, &s);
+    return s;
+}
+
+static void assert_counters(const aib_keypool_t *kp, int i, uint64_t requests,
+                            uint64_t rate_limited, uint64_t unauthorized, uint64_t forbidden)
+{
+    aib_slot_t s = slot(kp, i);
+
+    assert_int_equal(s.requests, requests);
+    assert_int_equal(s.rate_limited, rate_limited);
+    assert_int_equal(s.unauthorized, unauthorized);
+    assert_int_equal(s.forbidden, forbidden);
+}
+
+static const char *hint(const aib_keypool_t *kp, int i)
+{
+    return APR_ARRAY_IDX(kp->keys, i, aib_key_t).hint;
+}
+
+static const char *bearer(const char *tag)
+{
+    return apr_pstrcat(pool, "Bearer ", key_value(tag), NULL);
+}
+
+/* The call was made with key `tag` of the pool, the OpenAI way. */
+static void assert_openai_call(int n, const char *tag)
+{
+    const apr_table_t *h = transport.calls[n].headers;
+
+    assert_string_equal(apr_table_get(h, "Authorization"), bearer(tag));
+    assert_null(apr_table_get(h, "x-api-key"));
+    assert_int_equal(apr_table_elts(h)->nelts, 3);   /* Content-Type, User-Agent, Authorization */
+}
+
+/* No secret ever reaches a log line or the client. */
+static void assert_no_secret(const aib_keypool_t *kp)
+{
+    int i, l;
+
+    for (i = 0; kp && i < kp->keys->nelts; i++) {
+        const char *v = APR_ARRAY_IDX(kp->keys, i, aib_key_t).value;
+        for (l = 0; l < rec.nlogs; l++)
+            if (strstr(rec.log[l], v)) {
+                print_error("log line reveals key #%d: %s\n", i + 1, rec.log[l]);
+                fail();
+            }
+        assert_null(strstr(body_of(), v));
+    }
+}
+
+static const char *header(const char *name)
+{
+    assert_non_null(rec.headers);
+    return apr_table_get(rec.headers, name);
+}
+
+/* OpenAI's error body for the module's own errors. */
+static const char *openai_error(const char *message, const char *type, const char *code)
+{
+    return apr_psprintf(pool, "{\"error\":{\"message\":\"%s\",\"type\":\"%s\",\"param\":null,"
+                        "\"code\":\"%s\"}}", message, type, code);
+}
+
+static const char *anthropic_error(const char *type, const char *message)
+{
+    return apr_psprintf(pool, "{\"type\":\"error\",\"error\":{\"type\":\"%s\",\"message\":\"%s\"}}",
+                        type, message);
+}
+
+/* Upstream bodies */
+#define RATE_LIMIT_BODY \
+    "{\"error\":{\"message\":\"Rate limit reached for gpt-4o-mini\",\"type\":\"requests\"," \
+    "\"param\":null,\"code\":\"rate_limit_exceeded\"}}"
+#define INVALID_KEY_BODY \
+    "{\"error\":{\"message\":\"Incorrect API key provided\",\"type\":\"invalid_request_error\"," \
+    "\"param\":null,\"code\":\"invalid_api_key\"}}"
+#define FORBIDDEN_BODY \
+    "{\"error\":{\"message\":\"You are not allowed\",\"type\":\"invalid_request_error\"," \
+    "\"param\":null,\"code\":null}}"
+#define OK_BODY "{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion\",\"choices\":[]}"
+
+#define JSON_HEADERS "Content-Type", "application/json"
+
+/* ---- a single key ------------------------------------------------------ */
+
+static void test_single_key_ok(void **state)
+{
+    aib_keypool_t *kp = keypool("a", NULL);
+    aib_provider_t *pv = OPENAI(kp);
+    aib_interception_t *ic = interception(pv, CHAT, 0);
+    const step_t steps[] = {
+        { 200, { JSON_HEADERS, "Content-Length", "62", "x-request-id", "req_1",
+                 "Set-Cookie", "__cf_bm=1", "Connection", "keep-alive", NULL },
+          { "{\"id\":\"chatcmpl-1\",", "\"object\":\"chat.completion\",\"choices\":[]}", NULL },
+          AIB_XFER_OK, NULL },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+
+    assert_int_equal(transport.ncalls, 1);
+    assert_string_equal(transport.calls[0].method, "POST");
+    assert_string_equal(transport.calls[0].url, "https://api.openai.com/v1/chat/completions");
+    assert_int_equal(transport.calls[0].body_len, sizeof(request_body) - 1);
+    assert_string_equal(transport.calls[0].body, request_body);
+    assert_openai_call(0, "a");
+    assert_string_equal(apr_table_get(transport.calls[0].headers, "User-Agent"),
+                        "OpenAI/Python 1.50.0");
+    ASSERT_I64(transport.calls[0].timeout_ms, pv->timeout_ms);
+    ASSERT_I64(transport.calls[0].connect_timeout_ms, pv->connect_timeout_ms);
+    ASSERT_I64(transport.calls[0].idle_timeout_ms, pv->idle_timeout_ms);
+    /* The interception's own headers are not the upstream's. */
+    assert_null(apr_table_get(ic->headers, "Authorization"));
+
+    assert_int_equal(rec.starts, 1);
+    assert_int_equal(rec.status, 200);
+    assert_string_equal(header("Content-Type"), "application/json");
+    assert_string_equal(header("x-request-id"), "req_1");
+    assert_null(header("Content-Length"));
+    assert_null(header("Set-Cookie"));
+    assert_null(header("Connection"));
+    assert_string_equal(body_of(), OK_BODY);
+    assert_int_equal(rec.writes_before_start, 0);
+    assert_int_equal(rec.flushed_writes, 0);   /* not a stream */
+    assert_int_equal(rec.fails, 0);
+
+    assert_int_equal(ic->status, 200);
+    assert_int_equal(ic->outcome, AIB_OUTCOME_OK);
+    assert_string_equal(aib_outcome_name(ic->outcome), "ok");
+    assert_int_equal(ic->attempts, 1);
+    assert_string_equal(ic->key_hint, hint(kp, 0));
+    assert_string_equal(ic->key_hint, "sk-t...keya");
+    assert_all_available(kp);
+    assert_counters(kp, 0, 1, 0, 0, 0);
+    ASSERT_I64(slot(kp, 0).last_used_ms, NOW);
+    assert_no_secret(kp);
+}
+
+static void test_stream_has_no_whole_call_timeout(void **state)
+{
+    aib_keypool_t *kp = keypool("a", NULL);
+    aib_provider_t *pv = OPENAI(kp, "timeout=30", "idle-timeout=7");
+    aib_interception_t *ic = interception(pv, CHAT, 1);
+    const step_t steps[] = {
+        { 200, { "Content-Type", "text/event-stream", NULL },
+          { "data: {\"id\":1}\n\n", "data: [DONE]\n\n", NULL }, AIB_XFER_OK, NULL },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+    ASSERT_I64(transport.calls[0].timeout_ms, 0);
+    ASSERT_I64(transport.calls[0].idle_timeout_ms, 7000);
+    assert_int_equal(ic->outcome, AIB_OUTCOME_OK);
+}
+
+/* ---- failover ---------------------------------------------------------- */
+
+static void test_failover_429_retry_after(void **state)
+{
+    aib_keypool_t *kp = keypool("a", "b", NULL);
+    aib_provider_t *pv = OPENAI(kp);
+    aib_interception_t *ic = interception(pv, CHAT, 0);
+    const step_t steps[] = {
+        { 429, { JSON_HEADERS, "Retry-After", "5", "x-request-id", "req_429", NULL },
+          { "{\"error\":{\"message\":\"Rate limit reached for gpt-4o-mini\",",
+            "\"type\":\"requests\",\"param\":null,\"code\":\"rate_limit_exceeded\"}}", NULL },
+          AIB_XFER_OK, NULL },
+        { 200, { JSON_HEADERS, "x-request-id", "req_200", NULL }, { OK_BODY, NULL },
+          AIB_XFER_OK, NULL },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+
+    assert_int_equal(transport.ncalls, 2);
+    assert_openai_call(0, "a");
+    assert_openai_call(1, "b");
+    assert_key(kp, 0, AIB_KEY_COOLING, AIB_REASON_RATE_LIMITED, NOW + 5000);
+    ASSERT_AVAILABLE(kp, 1);
+
+    /* The client sees the second answer only. */
+    assert_int_equal(rec.starts, 1);
+    assert_int_equal(rec.status, 200);
+    assert_string_equal(body_of(), OK_BODY);
+    assert_null(strstr(body_of(), "Rate limit reached"));
+    assert_null(header("Retry-After"));
+    assert_string_equal(header("x-request-id"), "req_200");
+
+    assert_int_equal(ic->status, 200);
+    assert_int_equal(ic->outcome, AIB_OUTCOME_OK);
+    assert_int_equal(ic->attempts, 2);
+    assert_string_equal(ic->key_hint, hint(kp, 1));
+    assert_counters(kp, 0, 1, 1, 0, 0);
+    assert_counters(kp, 1, 1, 0, 0, 0);
+    assert_true(logged(AIB_LOG_WARNING, "sk-t...keya"));
+    assert_true(logged(AIB_LOG_WARNING, "Retry-After"));
+    assert_true(logged(AIB_LOG_WARNING, "429"));
+    assert_no_secret(kp);
+
+    /* The next request skips the cooling key, until its deadline. */
+    memset(&rec, 0, sizeof(rec));
+    {
+        const step_t again[] = {
+            { 200, { JSON_HEADERS, NULL }, { OK_BODY, NULL }, AIB_XFER_OK, NULL },
+        };
+        SCRIPT(again);
+        clock_ms = NOW + 4999;
+        ic = interception(pv, CHAT, 0);
+        aib_bridge_run(ic);
+        assert_int_equal(transport.ncalls, 1);
+        assert_openai_call(0, "b");
+        assert_int_equal(ic->attempts, 1);
+
+        memset(&rec, 0, sizeof(rec));
+        SCRIPT(again);
+        clock_ms = NOW + 5000;
+        ic = interception(pv, CHAT, 0);
+        aib_bridge_run(ic);
+        assert_int_equal(transport.ncalls, 1);
+        assert_openai_call(0, "a");
+    }
+    assert_counters(kp, 0, 2, 1, 0, 0);
+    assert_counters(kp, 1, 2, 0, 0, 0);
+}
+
+static void test_failover_429_without_headers_uses_cooldown(void **state)
+{
+    aib_keypool_t *kp = keypool("a", "b", NULL);
+    aib_provider_t *pv = OPENAI(kp, "cooldown=42");
+    aib_interception_t *ic = interception(pv, CHAT, 0);
+    const step_t steps[] = {
+        { 429, { JSON_HEADERS, NULL }, { RATE_LIMIT_BODY, NULL }, AIB_XFER_OK, NULL },
+        { 200, { JSON_HEADERS, NULL }, { OK_BODY, NULL }, AIB_XFER_OK, NULL },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+    assert_key(kp, 0, AIB_KEY_COOLING, AIB_REASON_RATE_LIMITED, NOW + 42000);
+    assert_int_equal(rec.status, 200);
+}
+
+static void test_failover_retry_after_clamped_to_max(void **state)
+{
+    aib_keypool_t *kp = keypool("a", "b", NULL);
+    aib_provider_t *pv = OPENAI(kp, "max-cooldown=120");
+    aib_interception_t *ic = interception(pv, CHAT, 0);
+    const step_t steps[] = {
+        { 429, { "Retry-After", "86400", NULL }, { RATE_LIMIT_BODY, NULL }, AIB_XFER_OK, NULL },
+        { 200, { JSON_HEADERS, NULL }, { OK_BODY, NULL }, AIB_XFER_OK, NULL },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+    assert_key(kp, 0, AIB_KEY_COOLING, AIB_REASON_RATE_LIMITED, NOW + 120000);
+}
+
+static void test_failover_401_403_disable_forever(void **state)
+{
+    aib_keypool_t *kp = keypool("a", "b", "c", NULL);
+    aib_provider_t *pv = OPENAI(kp);
+    aib_interception_t *ic = interception(pv, CHAT, 0);
+    const step_t steps[] = {
+        { 401, { JSON_HEADERS, NULL }, { INVALID_KEY_BODY, NULL }, AIB_XFER_OK, NULL },
+        { 403, { JSON_HEADERS, NULL }, { FORBIDDEN_BODY, NULL }, AIB_XFER_OK, NULL },
+        { 200, { JSON_HEADERS, NULL }, { OK_BODY, NULL }, AIB_XFER_OK, NULL },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+
+    assert_int_equal(transport.ncalls, 3);
+    assert_openai_call(0, "a");
+    assert_openai_call(1, "b");
+    assert_openai_call(2, "c");
+    assert_key(kp, 0, AIB_KEY_DISABLED, AIB_REASON_UNAUTHORIZED, AIB_FOREVER);
+    assert_key(kp, 1, AIB_KEY_DISABLED, AIB_REASON_FORBIDDEN, AIB_FOREVER);
+    ASSERT_AVAILABLE(kp, 2);
+    /* Disabled, not cooling. */
+    ASSERT_I64(slot(kp, 0).cooldown_until_ms, 0);
+    ASSERT_I64(slot(kp, 1).cooldown_until_ms, 0);
+
+    assert_int_equal(rec.starts, 1);
+    assert_int_equal(rec.status, 200);
+    assert_string_equal(body_of(), OK_BODY);
+    assert_int_equal(ic->outcome, AIB_OUTCOME_OK);
+    assert_int_equal(ic->attempts, 3);
+    assert_string_equal(ic->key_hint, hint(kp, 2));
+    assert_counters(kp, 0, 1, 0, 1, 0);
+    assert_counters(kp, 1, 1, 0, 0, 1);
+    assert_counters(kp, 2, 1, 0, 0, 0);
+    assert_true(logged(AIB_LOG_WARNING, "until re-enabled"));
+    assert_no_secret(kp);
+
+    /* Still disabled a year later. */
+    clock_ms = NOW + INT64_C(365) * 86400 * 1000;
+    assert_key(kp, 0, AIB_KEY_DISABLED, AIB_REASON_UNAUTHORIZED, AIB_FOREVER);
+}
+
+static void test_failover_disable_for(void **state)
+{
+    aib_keypool_t *kp = keypool("a", "b", "c", NULL);
+    aib_provider_t *pv = OPENAI(kp, "disable-for=600");
+    aib_interception_t *ic = interception(pv, CHAT, 0);
+    const step_t steps[] = {
+        { 401, { JSON_HEADERS, NULL }, { INVALID_KEY_BODY, NULL }, AIB_XFER_OK, NULL },
+        { 403, { JSON_HEADERS, NULL }, { FORBIDDEN_BODY, NULL }, AIB_XFER_OK, NULL },
+        { 200, { JSON_HEADERS, NULL }, { OK_BODY, NULL }, AIB_XFER_OK, NULL },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+    assert_key(kp, 0, AIB_KEY_DISABLED, AIB_REASON_UNAUTHORIZED, NOW + 600000);
+    assert_key(kp, 1, AIB_KEY_DISABLED, AIB_REASON_FORBIDDEN, NOW + 600000);
+    assert_true(logged(AIB_LOG_WARNING, "for 600 s"));
+    clock_ms = NOW + 600000;
+    ASSERT_AVAILABLE(kp, 0);
+    ASSERT_AVAILABLE(kp, 1);
+}
+
+static void test_insufficient_quota_cools_for_max(void **state)
+{
+    aib_keypool_t *kp = keypool("a", "b", "c", NULL);
+    aib_provider_t *pv = OPENAI(kp, "max-cooldown=900");
+    aib_interception_t *ic = interception(pv, CHAT, 0);
+    const step_t steps[] = {
+        /* The code split across chunks: the held body is classified whole. */
+        { 429, { JSON_HEADERS, "Retry-After", "1", NULL },
+          { "{\"error\":{\"message\":\"You exceeded your current quota\",\"type\":\"insuff",
+            "icient_quota\",\"param\":null,\"code\":\"insuff", "icient_quota\"}}", NULL },
+          AIB_XFER_OK, NULL },
+        /* The type alone says so too. */
+        { 429, { JSON_HEADERS, "Retry-After", "1", NULL },
+          { "{\"error\":{\"message\":\"quota\",\"type\":\"insufficient_quota\",\"code\":null}}",
+            NULL },
+          AIB_XFER_OK, NULL },
+        { 200, { JSON_HEADERS, NULL }, { OK_BODY, NULL }, AIB_XFER_OK, NULL },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+    assert_int_equal(transport.ncalls, 3);
+    assert_key(kp, 0, AIB_KEY_COOLING, AIB_REASON_QUOTA, NOW + 900000);
+    assert_key(kp, 1, AIB_KEY_COOLING, AIB_REASON_QUOTA, NOW + 900000);
+    assert_counters(kp, 0, 1, 1, 0, 0);
+    assert_int_equal(rec.status, 200);
+    assert_string_equal(body_of(), OK_BODY);
+    assert_true(logged(AIB_LOG_WARNING, "insufficient_quota"));
+}
+
+/* ---- exhaustion -------------------------------------------------------- */
+
+static void test_all_rate_limited_openai(void **state)
+{
+    aib_keypool_t *kp = keypool("a", "b", NULL);
+    aib_provider_t *pv = OPENAI(kp);
+    aib_interception_t *ic = interception(pv, CHAT, 0);
+    const step_t steps[] = {
+        { 429, { JSON_HEADERS, "Retry-After", "5", NULL }, { RATE_LIMIT_BODY, NULL },
+          AIB_XFER_OK, NULL },
+        { 429, { JSON_HEADERS, "retry-after-ms", "2500", "x-request-id", "req_b", NULL },
+          { RATE_LIMIT_BODY, NULL }, AIB_XFER_OK, NULL },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+
+    assert_int_equal(transport.ncalls, 2);
+    assert_key(kp, 0, AIB_KEY_COOLING, AIB_REASON_RATE_LIMITED, NOW + 5000);
+    assert_key(kp, 1, AIB_KEY_COOLING, AIB_REASON_RATE_LIMITED, NOW + 2500);
+    assert_int_equal(rec.starts, 1);
+    assert_int_equal(rec.status, 429);
+    /* The smallest remaining cooldown, 2.5 s, rounded up. */
+    assert_string_equal(header("Retry-After"), "3");
+    assert_string_equal(header("Content-Type"), "application/json");
+    assert_null(header("x-request-id"));
+    assert_string_equal(body_of(),
+                        openai_error("all configured keys are rate-limited (retry after 3s)",
+                                     "rate_limit_error", "rate_limit_exceeded"));
+    assert_int_equal(ic->status, 429);
+    assert_int_equal(ic->outcome, AIB_OUTCOME_EXHAUSTED);
+    assert_string_equal(aib_outcome_name(ic->outcome), "exhausted");
+    assert_int_equal(ic->attempts, 2);
+    assert_true(logged(AIB_LOG_WARNING, "rate-limited"));
+    assert_no_secret(kp);
+}
+
+static void test_all_rate_limited_anthropic(void **state)
+{
+    aib_keypool_t *kp = keypool("a", "b", NULL);
+    aib_provider_t *pv = ANTHROPIC(kp);
+    aib_interception_t *ic = interception(pv, MESSAGES, 0);
+    const step_t steps[] = {
+        { 429, { JSON_HEADERS, "retry-after", "8", NULL },
+          { "{\"type\":\"error\",\"error\":{\"type\":\"rate_limit_error\",\"message\":\"slow\"}}",
+            NULL }, AIB_XFER_OK, NULL },
+        { 429, { JSON_HEADERS, "retry-after", "4", NULL },
+          { "{\"type\":\"error\",\"error\":{\"type\":\"rate_limit_error\",\"message\":\"slow\"}}",
+            NULL }, AIB_XFER_OK, NULL },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+
+    assert_int_equal(transport.ncalls, 2);
+    assert_int_equal(rec.status, 429);
+    assert_string_equal(header("Retry-After"), "4");
+    assert_string_equal(body_of(),
+                        anthropic_error("rate_limit_error",
+                                        "all configured keys are rate-limited (retry after 4s)"));
+    assert_int_equal(ic->outcome, AIB_OUTCOME_EXHAUSTED);
+}
+
+static void test_all_unauthorized(void **state)
+{
+    aib_keypool_t *kp = keypool("a", "b", NULL);
+    aib_provider_t *pv = OPENAI(kp);
+    aib_interception_t *ic = interception(pv, CHAT, 0);
+    const step_t steps[] = {
+        { 401, { JSON_HEADERS, NULL }, { INVALID_KEY_BODY, NULL }, AIB_XFER_OK, NULL },
+        { 403, { JSON_HEADERS, NULL }, { FORBIDDEN_BODY, NULL }, AIB_XFER_OK, NULL },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+
+    assert_int_equal(transport.ncalls, 2);
+    assert_int_equal(rec.starts, 1);
+    assert_int_equal(rec.status, 502);
+    assert_null(header("Retry-After"));
+    assert_string_equal(body_of(), openai_error("all configured keys failed authentication",
+                                                "api_error", "server_error"));
+    assert_int_equal(ic->status, 502);
+    assert_int_equal(ic->outcome, AIB_OUTCOME_EXHAUSTED);
+    assert_true(logged(AIB_LOG_ERROR, "failed authentication"));
+}
+
+static void test_all_unauthorized_anthropic(void **state)
+{
+    aib_keypool_t *kp = keypool("a", NULL);
+    aib_provider_t *pv = ANTHROPIC(kp);
+    aib_interception_t *ic = interception(pv, MESSAGES, 0);
+    const step_t steps[] = {
+        { 401, { JSON_HEADERS, NULL },
+          { "{\"type\":\"error\",\"error\":{\"type\":\"authentication_error\","
+            "\"message\":\"invalid x-api-key\"}}", NULL }, AIB_XFER_OK, NULL },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+    assert_int_equal(rec.status, 502);
+    assert_null(header("Retry-After"));
+    assert_string_equal(body_of(), anthropic_error("api_error",
+                                                   "all configured keys failed authentication"));
+    assert_key(kp, 0, AIB_KEY_DISABLED, AIB_REASON_UNAUTHORIZED, AIB_FOREVER);
+}
+
+static void test_disabled_and_cooling_is_rate_limited(void **state)
+{
+    aib_keypool_t *kp = keypool("a", "b", NULL);
+    aib_provider_t *pv = OPENAI(kp);
+    aib_interception_t *ic = interception(pv, CHAT, 0);
+    const step_t steps[] = {
+        { 401, { JSON_HEADERS, NULL }, { INVALID_KEY_BODY, NULL }, AIB_XFER_OK, NULL },
+        { 429, { JSON_HEADERS, "Retry-After", "7", NULL }, { RATE_LIMIT_BODY, NULL },
+          AIB_XFER_OK, NULL },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+    assert_int_equal(rec.status, 429);
+    assert_string_equal(header("Retry-After"), "7");
+    assert_int_equal(ic->outcome, AIB_OUTCOME_EXHAUSTED);
+}
+
+static void test_exhausted_before_request(void **state)
+{
+    aib_keypool_t *kp = keypool("a", "b", "c", NULL);
+    aib_provider_t *pv = OPENAI(kp);
+    aib_interception_t *ic = interception(pv, CHAT, 0);
+
+    (void)state;
+    script(NULL, 0);   /* any call fails the test */
+    aib_key_cooldown(kp, 0, NOW + 30000, AIB_REASON_RATE_LIMITED);
+    aib_key_disable(kp, 1, AIB_FOREVER, AIB_REASON_UNAUTHORIZED);
+    aib_key_cooldown(kp, 2, NOW + 10001, AIB_REASON_QUOTA);
+    aib_bridge_run(ic);
+
+    assert_int_equal(transport.ncalls, 0);
+    assert_int_equal(ic->attempts, 0);
+    assert_int_equal(rec.status, 429);
+    assert_string_equal(header("Retry-After"), "11");
+    assert_string_equal(body_of(),
+                        openai_error("all configured keys are rate-limited (retry after 11s)",
+                                     "rate_limit_error", "rate_limit_exceeded"));
+    assert_int_equal(ic->outcome, AIB_OUTCOME_EXHAUSTED);
+    assert_counters(kp, 0, 0, 0, 0, 0);
+    assert_counters(kp, 2, 0, 0, 0, 0);
+}
+
+static void test_all_disabled_before_request(void **state)
+{
+    aib_keypool_t *kp = keypool("a", "b", NULL);
+    aib_provider_t *pv = ANTHROPIC(kp);
+    aib_interception_t *ic = interception(pv, MESSAGES, 0);
+
+    (void)state;
+    script(NULL, 0);
+    aib_key_disable(kp, 0, AIB_FOREVER, AIB_REASON_UNAUTHORIZED);
+    aib_key_disable(kp, 1, NOW + 1000, AIB_REASON_FORBIDDEN);
+    aib_bridge_run(ic);
+    assert_int_equal(transport.ncalls, 0);
+    assert_int_equal(rec.status, 502);
+    assert_null(header("Retry-After"));
+    assert_string_equal(body_of(), anthropic_error("api_error",
+                                                   "all configured keys failed authentication"));
+}
+
+static void test_no_pool_without_client_key(void **state)
+{
+    aib_provider_t *pv = OPENAI(NULL);
+    aib_interception_t *ic = interception(pv, CHAT, 0);
+
+    (void)state;
+    script(NULL, 0);
+    aib_bridge_run(ic);
+    assert_int_equal(transport.ncalls, 0);
+    assert_int_equal(rec.status, 401);
+    assert_int_equal(ic->outcome, AIB_OUTCOME_REJECTED);
+    assert_string_equal(body_of(),
+                        openai_error("provider 'up' has no key pool: send your own API key",
+                                     "invalid_request_error", "invalid_api_key"));
+}
+
+/* ---- relayed, nothing marked ------------------------------------------- */
+
+static void test_500_relayed(void **state)
+{
+    aib_keypool_t *kp = keypool("a", "b", NULL);
+    aib_provider_t *pv = OPENAI(kp);
+    aib_interception_t *ic = interception(pv, CHAT, 0);
+    static const char body[] =
+        "{\"error\":{\"message\":\"The server had an error\",\"type\":\"server_error\"}}";
+    const step_t steps[] = {
+        { 500, { JSON_HEADERS, "x-request-id", "req_500", "Retry-After", "1", NULL },
+          { body, NULL }, AIB_XFER_OK, NULL },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+
+    assert_int_equal(transport.ncalls, 1);
+    assert_int_equal(rec.status, 500);
+    assert_string_equal(body_of(), body);
+    assert_string_equal(header("x-request-id"), "req_500");
+    assert_string_equal(header("Retry-After"), "1");
+    assert_int_equal(ic->status, 500);
+    assert_int_equal(ic->outcome, AIB_OUTCOME_UPSTREAM_ERROR);
+    assert_string_equal(aib_outcome_name(ic->outcome), "upstream_error");
+    assert_all_available(kp);
+    assert_counters(kp, 0, 1, 0, 0, 0);
+    assert_counters(kp, 1, 0, 0, 0, 0);
+}
+
+static void test_400_relayed(void **state)
+{
+    aib_keypool_t *kp = keypool("a", "b", NULL);
+    aib_provider_t *pv = ANTHROPIC(kp);
+    aib_interception_t *ic = interception(pv, MESSAGES, 0);
+    static const char body[] =
+        "{\"type\":\"error\",\"error\":{\"type\":\"invalid_request_error\",\"message\":\"bad\"}}";
+    const step_t steps[] = {
+        { 400, { JSON_HEADERS, NULL }, { body, NULL }, AIB_XFER_OK, NULL },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+    assert_int_equal(transport.ncalls, 1);
+    assert_int_equal(rec.status, 400);
+    assert_string_equal(body_of(), body);
+    assert_int_equal(ic->outcome, AIB_OUTCOME_UPSTREAM_ERROR);
+    assert_all_available(kp);
+}
+
+static void test_unsupported_region_relayed(void **state)
+{
+    aib_keypool_t *kp = keypool("a", "b", NULL);
+    aib_provider_t *pv = OPENAI(kp);
+    aib_interception_t *ic = interception(pv, CHAT, 0);
+    static const char body[] =
+        "{\"error\":{\"code\":\"unsupported_country_region_territory\",\"message\":"
+        "\"Country, region, or territory not supported\",\"param\":null,"
+        "\"type\":\"request_forbidden\"}}";
+    const step_t steps[] = {
+        { 403, { JSON_HEADERS, "x-request-id", "req_403", NULL },
+          { "{\"error\":{\"code\":\"unsupported_country_region_territory\",\"message\":",
+            "\"Country, region, or territory not supported\",\"param\":null,"
+            "\"type\":\"request_forbidden\"}}", NULL }, AIB_XFER_OK, NULL },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+
+    assert_int_equal(transport.ncalls, 1);
+    assert_int_equal(rec.starts, 1);
+    assert_int_equal(rec.status, 403);
+    assert_string_equal(header("x-request-id"), "req_403");
+    assert_string_equal(body_of(), body);
+    assert_int_equal(ic->outcome, AIB_OUTCOME_UPSTREAM_ERROR);
+    assert_int_equal(ic->attempts, 1);
+    assert_all_available(kp);
+    assert_true(logged(AIB_LOG_INFO, "not the key's fault"));
+}
+
+/* A failover body is held whole up to 64 KiB; the rest is dropped, never
+ * written past the buffer. */
+static void test_large_failover_body(void **state)
+{
+    aib_keypool_t *kp = keypool("a", "b", NULL);
+    aib_provider_t *pv = ANTHROPIC(kp, "failover=429,401,403,529");
+    aib_interception_t *ic = interception(pv, MESSAGES, 0);
+    char *pad = apr_palloc(pool, 40001);
+    const char *head = "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"";
+    step_t steps[2];
+
+    (void)state;
+    memset(pad, 'x', 40000);
+    pad[40000] = '\0';
+    memset(steps, 0, sizeof(steps));
+    /* 429 first: ~160 KB in five chunks, still failed over. */
+    steps[0].status = 429;
+    steps[0].headers[0] = "Retry-After";
+    steps[0].headers[1] = "2";
+    steps[0].chunks[0] = "{\"type\":\"error\",\"error\":{\"type\":\"rate_limit_error\",\"message\":\"";
+    steps[0].chunks[1] = pad;
+    steps[0].chunks[2] = pad;
+    steps[0].chunks[3] = pad;
+    steps[0].chunks[4] = pad;
+    steps[0].result = AIB_XFER_OK;
+    /* Then an overload (not the key's fault) of ~120 KB: relayed, cut at 64 KiB. */
+    steps[1].status = 529;
+    steps[1].chunks[0] = head;
+    steps[1].chunks[1] = pad;
+    steps[1].chunks[2] = pad;
+    steps[1].chunks[3] = pad;
+    steps[1].chunks[4] = "\"}}";
+    steps[1].result = AIB_XFER_OK;
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+
+    assert_int_equal(transport.ncalls, 2);
+    assert_key(kp, 0, AIB_KEY_COOLING, AIB_REASON_RATE_LIMITED, NOW + 2000);
+    ASSERT_AVAILABLE(kp, 1);
+    assert_int_equal(rec.status, 529);
+    assert_int_equal(rec.len, 64 * 1024);
+    assert_memory_equal(rec.body, head, strlen(head));
+    assert_int_equal(ic->outcome, AIB_OUTCOME_UPSTREAM_ERROR);
+}
+
+static void test_status_outside_failover_set_relayed(void **state)
+{
+    aib_keypool_t *kp = keypool("a", "b", NULL);
+    aib_provider_t *pv = OPENAI(kp, "failover=429,401");
+    aib_interception_t *ic = interception(pv, CHAT, 0);
+    const step_t steps[] = {
+        { 403, { JSON_HEADERS, NULL }, { FORBIDDEN_BODY, NULL }, AIB_XFER_OK, NULL },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+    assert_int_equal(transport.ncalls, 1);
+    assert_int_equal(rec.status, 403);
+    assert_string_equal(body_of(), FORBIDDEN_BODY);
+    assert_int_equal(ic->outcome, AIB_OUTCOME_UPSTREAM_ERROR);
+    assert_all_available(kp);
+    assert_counters(kp, 0, 1, 0, 0, 1);
+}
+
+static void test_extra_failover_status(void **state)
+{
+    aib_keypool_t *kp = keypool("a", "b", NULL);
+    aib_provider_t *pv = OPENAI(kp, "failover=429,401,403,503", "cooldown=20");
+    aib_interception_t *ic = interception(pv, CHAT, 0);
+    const step_t steps[] = {
+        { 503, { JSON_HEADERS, NULL }, { "{\"error\":{\"message\":\"overloaded\"}}", NULL },
+          AIB_XFER_OK, NULL },
+        { 200, { JSON_HEADERS, NULL }, { OK_BODY, NULL }, AIB_XFER_OK, NULL },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+    assert_int_equal(transport.ncalls, 2);
+    assert_key(kp, 0, AIB_KEY_COOLING, AIB_REASON_RATE_LIMITED, NOW + 20000);
+    assert_int_equal(rec.status, 200);
+    assert_string_equal(body_of(), OK_BODY);
+}
+
+static void test_anthropic_529_relayed(void **state)
+{
+    aib_keypool_t *kp = keypool("a", "b", NULL);
+    aib_provider_t *pv = ANTHROPIC(kp, "failover=429,401,403,529");
+    aib_interception_t *ic = interception(pv, MESSAGES, 0);
+    static const char body[] =
+        "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}";
+    const step_t steps[] = {
+        { 529, { JSON_HEADERS, NULL }, { body, NULL }, AIB_XFER_OK, NULL },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+    assert_int_equal(transport.ncalls, 1);
+    assert_int_equal(rec.status, 529);
+    assert_string_equal(body_of(), body);
+    assert_all_available(kp);
+}
+
+/* ---- bring your own key ------------------------------------------------ */
+
+static void test_byok_single_attempt(void **state)
+{
+    aib_keypool_t *kp = keypool("a", "b", NULL);
+    aib_provider_t *pv = OPENAI(kp);
+    aib_interception_t *ic = interception(pv, CHAT, 0);
+    const step_t steps[] = {
+        { 429, { JSON_HEADERS, "Retry-After", "9", NULL }, { RATE_LIMIT_BODY, NULL },
+          AIB_XFER_OK, NULL },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    ic->client_key = "sk-client-own-key-0000";
+    aib_bridge_run(ic);
+
+    assert_int_equal(transport.ncalls, 1);
+    assert_string_equal(apr_table_get(transport.calls[0].headers, "Authorization"),
+                        "Bearer sk-client-own-key-0000");
+    assert_int_equal(rec.starts, 1);
+    assert_int_equal(rec.status, 429);
+    assert_string_equal(header("Retry-After"), "9");
+    assert_string_equal(body_of(), RATE_LIMIT_BODY);
+    assert_int_equal(ic->outcome, AIB_OUTCOME_UPSTREAM_ERROR);
+    assert_int_equal(ic->attempts, 1);
+    assert_string_equal(ic->key_hint, "byok");
+    assert_all_available(kp);
+    assert_counters(kp, 0, 0, 0, 0, 0);
+    assert_counters(kp, 1, 0, 0, 0, 0);
+}
+
+static void test_byok_401_relayed(void **state)
+{
+    aib_provider_t *pv = ANTHROPIC(NULL, "byok=on");
+    aib_interception_t *ic = interception(pv, MESSAGES, 0);
+    static const char body[] =
+        "{\"type\":\"error\",\"error\":{\"type\":\"authentication_error\","
+        "\"message\":\"invalid x-api-key\"}}";
+    const step_t steps[] = {
+        { 401, { JSON_HEADERS, NULL }, { body, NULL }, AIB_XFER_OK, NULL },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    ic->client_key = "sk-ant-client";
+    aib_bridge_run(ic);
+    assert_int_equal(transport.ncalls, 1);
+    assert_string_equal(apr_table_get(transport.calls[0].headers, "x-api-key"), "sk-ant-client");
+    assert_null(apr_table_get(transport.calls[0].headers, "Authorization"));
+    assert_int_equal(rec.status, 401);
+    assert_string_equal(body_of(), body);
+    assert_int_equal(ic->outcome, AIB_OUTCOME_UPSTREAM_ERROR);
+}
+
+static void test_byok_ok(void **state)
+{
+    aib_provider_t *pv = OPENAI(NULL, "byok=on");
+    aib_interception_t *ic = interception(pv, CHAT, 0);
+    const step_t steps[] = {
+        { 200, { JSON_HEADERS, NULL }, { OK_BODY, NULL }, AIB_XFER_OK, NULL },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    ic->client_key = "sk-mine";
+    aib_bridge_run(ic);
+    assert_int_equal(transport.ncalls, 1);
+    assert_int_equal(rec.status, 200);
+    assert_string_equal(body_of(), OK_BODY);
+    assert_int_equal(ic->outcome, AIB_OUTCOME_OK);
+}
+
+/* ---- transport failures ------------------------------------------------ */
+
+static void test_connect_error(void **state)
+{
+    aib_keypool_t *kp = keypool("a", "b", NULL);
+    aib_provider_t *pv = OPENAI(kp);
+    aib_interception_t *ic = interception(pv, CHAT, 0);
+    const step_t steps[] = {
+        { 0, { NULL }, { NULL }, AIB_XFER_CONNECT, "Could not resolve host: api.openai.com" },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+
+    assert_int_equal(transport.ncalls, 1);
+    assert_int_equal(rec.starts, 1);
+    assert_int_equal(rec.status, 502);
+    assert_string_equal(header("Content-Type"), "application/json");
+    assert_string_equal(body_of(),
+                        openai_error("upstream unreachable: Could not resolve host: api.openai.com",
+                                     "api_error", "server_error"));
+    assert_int_equal(ic->status, 502);
+    assert_int_equal(ic->outcome, AIB_OUTCOME_TRANSPORT_ERROR);
+    assert_string_equal(aib_outcome_name(ic->outcome), "transport_error");
+    assert_int_equal(ic->attempts, 1);
+    assert_all_available(kp);
+    assert_counters(kp, 0, 1, 0, 0, 0);
+    assert_true(logged(AIB_LOG_ERROR, "unreachable"));
+}
+
+static void test_connect_error_anthropic(void **state)
+{
+    aib_keypool_t *kp = keypool("a", "b", NULL);
+    aib_provider_t *pv = ANTHROPIC(kp);
+    aib_interception_t *ic = interception(pv, MESSAGES, 0);
+    const step_t steps[] = {
+        { 0, { NULL }, { NULL }, AIB_XFER_CONNECT, "Connection refused" },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+    assert_int_equal(transport.ncalls, 1);
+    assert_int_equal(rec.status, 502);
+    assert_string_equal(body_of(), anthropic_error("api_error",
+                                                   "upstream unreachable: Connection refused"));
+    assert_all_available(kp);
+}
+
+static void test_timeout(void **state)
+{
+    aib_keypool_t *kp = keypool("a", "b", NULL);
+    aib_provider_t *pv = OPENAI(kp);
+    aib_interception_t *ic = interception(pv, CHAT, 0);
+    const step_t steps[] = {
+        { 0, { NULL }, { NULL }, AIB_XFER_TIMEOUT, "Operation timed out" },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+    assert_int_equal(transport.ncalls, 1);
+    assert_int_equal(rec.status, 504);
+    assert_string_equal(body_of(), openai_error("upstream timed out: Operation timed out",
+                                                "api_error", "timeout"));
+    assert_int_equal(ic->status, 504);
+    assert_int_equal(ic->outcome, AIB_OUTCOME_TRANSPORT_ERROR);
+    assert_all_available(kp);
+}
+
+static void test_timeout_anthropic(void **state)
+{
+    aib_keypool_t *kp = keypool("a", NULL);
+    aib_provider_t *pv = ANTHROPIC(kp);
+    aib_interception_t *ic = interception(pv, MESSAGES, 0);
+    const step_t steps[] = {
+        { 0, { NULL }, { NULL }, AIB_XFER_TIMEOUT, "idle" },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+    assert_int_equal(rec.status, 504);
+    assert_string_equal(body_of(), anthropic_error("timeout_error", "upstream timed out: idle"));
+}
+
+static void test_broken_before_response(void **state)
+{
+    aib_keypool_t *kp = keypool("a", "b", NULL);
+    aib_provider_t *pv = OPENAI(kp);
+    aib_interception_t *ic = interception(pv, CHAT, 0);
+    const step_t steps[] = {
+        { 0, { NULL }, { NULL }, AIB_XFER_BROKEN, "Connection reset by peer" },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+    assert_int_equal(transport.ncalls, 1);
+    assert_int_equal(rec.status, 502);
+    assert_string_equal(body_of(),
+                        openai_error("upstream connection broken: Connection reset by peer",
+                                     "api_error", "server_error"));
+    assert_int_equal(rec.fails, 0);
+    assert_all_available(kp);
+}
+
+static void test_non_sse_broken_after_commit(void **state)
+{
+    aib_keypool_t *kp = keypool("a", "b", NULL);
+    aib_provider_t *pv = OPENAI(kp);
+    aib_interception_t *ic = interception(pv, CHAT, 0);
+    const step_t steps[] = {
+        { 200, { JSON_HEADERS, "Content-Length", "62", NULL }, { "{\"id\":\"chatcmpl-1\",", NULL },
+          AIB_XFER_BROKEN, "transfer closed with 43 bytes remaining to read" },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+
+    assert_int_equal(transport.ncalls, 1);
+    assert_int_equal(rec.starts, 1);
+    assert_int_equal(rec.status, 200);
+    /* What arrived, and nothing after: no error JSON glued to it. */
+    assert_string_equal(body_of(), "{\"id\":\"chatcmpl-1\",");
+    assert_int_equal(rec.fails, 1);
+    assert_int_equal(rec.writes_after_fail, 0);
+    assert_int_equal(ic->outcome, AIB_OUTCOME_TRANSPORT_ERROR);
+    assert_all_available(kp);
+}
+
+/* ---- streams ----------------------------------------------------------- */
+
+#define SSE_HEADERS "Content-Type", "text/event-stream; charset=utf-8"
+
+static void assert_all_flushed(void)
+{
+    assert_true(rec.writes > 0);
+    assert_int_equal(rec.flushed_writes, rec.writes);
+}
+
+static void test_stream_chat_broken(void **state)
+{
+    aib_keypool_t *kp = keypool("a", NULL);
+    aib_provider_t *pv = OPENAI(kp);
+    aib_interception_t *ic = interception(pv, CHAT, 1);
+    const step_t steps[] = {
+        { 200, { SSE_HEADERS, NULL },
+          { "data: {\"id\":\"c1\",\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\n",
+            "data: {\"id\":\"c1\",\"choices\":[{\"delta\":{\"content\":\"lo\"}}]}\n\n", NULL },
+          AIB_XFER_BROKEN, "Connection reset by peer" },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+
+    assert_int_equal(transport.ncalls, 1);
+    assert_int_equal(rec.starts, 1);
+    assert_int_equal(rec.status, 200);
+    assert_string_equal(header("Content-Type"), "text/event-stream; charset=utf-8");
+    assert_string_equal(body_of(),
+        "data: {\"id\":\"c1\",\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\n"
+        "data: {\"id\":\"c1\",\"choices\":[{\"delta\":{\"content\":\"lo\"}}]}\n\n"
+        "data: {\"error\":{\"message\":\"upstream connection broken: Connection reset by peer\","
+        "\"type\":\"api_error\",\"param\":null,\"code\":\"server_error\"}}\n\n");
+    assert_int_equal(rec.writes, 3);
+    assert_all_flushed();
+    assert_int_equal(rec.fails, 0);
+    assert_int_equal(ic->status, 200);
+    assert_int_equal(ic->outcome, AIB_OUTCOME_TRANSPORT_ERROR);
+    assert_all_available(kp);
+}
+
+static void test_stream_responses_broken(void **state)
+{
+    aib_keypool_t *kp = keypool("a", NULL);
+    aib_provider_t *pv = OPENAI(kp);
+    aib_interception_t *ic = interception(pv, RESPONSES, 1);
+    const step_t steps[] = {
+        { 200, { SSE_HEADERS, NULL },
+          { "event: response.created\n"
+            "data: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{}}\n\n"
+            "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",",
+            /* The event cut between chunks. */
+            "\"delta\":\"Hi\",\"sequence_number\":41}\n\n", NULL },
+          AIB_XFER_BROKEN, "reset" },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+
+    assert_int_equal(rec.status, 200);
+    assert_string_equal(body_of(),
+        "event: response.created\n"
+        "data: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{}}\n\n"
+        "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\","
+        "\"delta\":\"Hi\",\"sequence_number\":41}\n\n"
+        "event: error\ndata: {\"type\":\"error\",\"code\":\"server_error\","
+        "\"message\":\"upstream connection broken: reset\",\"param\":null,"
+        "\"sequence_number\":42}\n\n");
+    assert_all_flushed();
+    assert_int_equal(ic->outcome, AIB_OUTCOME_TRANSPORT_ERROR);
+}
+
+static void test_stream_responses_broken_before_any_event(void **state)
+{
+    aib_keypool_t *kp = keypool("a", NULL);
+    aib_provider_t *pv = OPENAI(kp);
+    aib_interception_t *ic = interception(pv, RESPONSES, 1);
+    const step_t steps[] = {
+        { 200, { SSE_HEADERS, NULL }, { NULL }, AIB_XFER_TIMEOUT, "idle" },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+    assert_int_equal(rec.status, 200);
+    assert_string_equal(body_of(),
+        "event: error\ndata: {\"type\":\"error\",\"code\":\"timeout\","
+        "\"message\":\"upstream timed out: idle\",\"param\":null,\"sequence_number\":0}\n\n");
+    assert_all_flushed();
+}
+
+static void test_stream_anthropic_broken(void **state)
+{
+    aib_keypool_t *kp = keypool("a", NULL);
+    aib_provider_t *pv = ANTHROPIC(kp);
+    aib_interception_t *ic = interception(pv, MESSAGES, 1);
+    const step_t steps[] = {
+        { 200, { SSE_HEADERS, "request-id", "req_ant", NULL },
+          { "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,"
+            "\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n", NULL },
+          AIB_XFER_BROKEN, "reset" },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+
+    assert_int_equal(rec.status, 200);
+    assert_string_equal(header("request-id"), "req_ant");
+    assert_string_equal(body_of(),
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{}}\n\n"
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,"
+        "\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n"
+        "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\","
+        "\"message\":\"upstream connection broken: reset\"}}\n\n");
+    assert_int_equal(rec.writes, 3);
+    assert_all_flushed();
+    assert_int_equal(rec.fails, 0);
+    assert_int_equal(ic->outcome, AIB_OUTCOME_TRANSPORT_ERROR);
+}
+
+#define INCOMPLETE_MESSAGE "upstream stream ended before completion"
+
+static void test_stream_chat_ends_without_done(void **state)
+{
+    aib_keypool_t *kp = keypool("a", NULL);
+    aib_provider_t *pv = OPENAI(kp);
+    aib_interception_t *ic = interception(pv, CHAT, 1);
+    const step_t steps[] = {
+        { 200, { SSE_HEADERS, NULL }, { "data: {\"id\":1}\n\n", "data: {\"id\":2}\n\n", NULL },
+          AIB_XFER_OK, NULL },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+    assert_string_equal(body_of(),
+        "data: {\"id\":1}\n\ndata: {\"id\":2}\n\n"
+        "data: {\"error\":{\"message\":\"" INCOMPLETE_MESSAGE "\",\"type\":\"api_error\","
+        "\"param\":null,\"code\":\"server_error\"}}\n\n");
+    assert_all_flushed();
+    assert_int_equal(rec.fails, 0);
+    assert_int_equal(ic->outcome, AIB_OUTCOME_TRANSPORT_ERROR);
+    assert_true(logged(AIB_LOG_ERROR, "before its final event"));
+}
+
+static void test_stream_responses_ends_without_completed(void **state)
+{
+    aib_keypool_t *kp = keypool("a", NULL);
+    aib_provider_t *pv = OPENAI(kp);
+    aib_interception_t *ic = interception(pv, RESPONSES, 1);
+    const step_t steps[] = {
+        { 200, { SSE_HEADERS, NULL },
+          { "event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0}\n\n",
+            "event: response.output_text.done\n"
+            "data: {\"type\":\"response.output_text.done\",\"sequence_number\":1}\n\n", NULL },
+          AIB_XFER_OK, NULL },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+    assert_non_null(strstr(body_of(), "\"sequence_number\":1}\n\nevent: error\ndata: "));
+    assert_non_null(strstr(body_of(), "\"message\":\"" INCOMPLETE_MESSAGE "\""));
+    assert_non_null(strstr(body_of(), "\"sequence_number\":2}\n\n"));
+    assert_all_flushed();
+    assert_int_equal(ic->outcome, AIB_OUTCOME_TRANSPORT_ERROR);
+}
+
+static void test_stream_anthropic_ends_without_stop(void **state)
+{
+    aib_keypool_t *kp = keypool("a", NULL);
+    aib_provider_t *pv = ANTHROPIC(kp);
+    aib_interception_t *ic = interception(pv, MESSAGES, 1);
+    const step_t steps[] = {
+        { 200, { SSE_HEADERS, NULL },
+          { "event: message_start\ndata: {\"type\":\"message_start\"}\n\n",
+            "event: message_delta\ndata: {\"type\":\"message_delta\"}\n\n", NULL },
+          AIB_XFER_OK, NULL },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+    assert_string_equal(body_of(),
+        "event: message_start\ndata: {\"type\":\"message_start\"}\n\n"
+        "event: message_delta\ndata: {\"type\":\"message_delta\"}\n\n"
+        "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\","
+        "\"message\":\"" INCOMPLETE_MESSAGE "\"}}\n\n");
+    assert_all_flushed();
+    assert_int_equal(ic->outcome, AIB_OUTCOME_TRANSPORT_ERROR);
+}
+
+/* A complete stream: exactly the upstream's bytes, nothing appended. */
+static void run_complete_stream(aib_provider_t *pv, const char *path, const char *const *chunks)
+{
+    aib_interception_t *ic = interception(pv, path, 1);
+    step_t steps[1];
+    const char *expected = "";
+    int i;
+
+    memset(steps, 0, sizeof(steps));
+    steps[0].status = 200;
+    steps[0].headers[0] = "Content-Type";
+    steps[0].headers[1] = "text/event-stream";
+    for (i = 0; chunks[i]; i++) {
+        steps[0].chunks[i] = chunks[i];
+        expected = apr_pstrcat(pool, expected, chunks[i], NULL);
+    }
+    steps[0].result = AIB_XFER_OK;
+    memset(&rec, 0, sizeof(rec));
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+    assert_int_equal(rec.status, 200);
+    assert_string_equal(body_of(), expected);
+    assert_int_equal(rec.writes, i);
+    assert_all_flushed();
+    assert_int_equal(rec.fails, 0);
+    assert_int_equal(ic->outcome, AIB_OUTCOME_OK);
+}
+
+static void test_stream_complete(void **state)
+{
+    aib_keypool_t *kp = keypool("a", NULL);
+    static const char *const chat[] = {
+        "data: {\"id\":1}\n\n", "data: {\"id\":2}\n\n", "data: [DONE]\n\n", NULL
+    };
+    /* [DONE] cut across chunks, CRLF line ends. */
+    static const char *const chat_split[] = {
+        "data: {\"id\":1}\r\n\r\ndata: [DO", "NE]\r", "\n\r\n", NULL
+    };
+    /* The upstream's own error chunk is its last word. */
+    static const char *const chat_error[] = {
+        "data: {\"id\":1}\n\n", "data: {\"error\":{\"message\":\"overloaded\"}}\n\n", NULL
+    };
+    static const char *const responses[] = {
+        "event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0}\n\n",
+        "event: response.completed\ndata: {\"type\":\"response.completed\",\"sequence_number\":1}\n\n",
+        NULL
+    };
+    static const char *const responses_incomplete[] = {
+        "event: response.incomplete\ndata: {\"type\":\"response.incomplete\"}\n\n", NULL
+    };
+    static const char *const messages[] = {
+        "event: message_start\ndata: {\"type\":\"message_start\"}\n\n",
+        "event: ping\ndata: {\"type\":\"ping\"}\n\n",
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n", NULL
+    };
+    static const char *const messages_error[] = {
+        "event: message_start\ndata: {\"type\":\"message_start\"}\n\n",
+        "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\"}}\n\n",
+        NULL
+    };
+
+    (void)state;
+    run_complete_stream(OPENAI(kp), CHAT, chat);
+    run_complete_stream(OPENAI(kp), CHAT, chat_split);
+    run_complete_stream(OPENAI(kp), CHAT, chat_error);
+    run_complete_stream(OPENAI(kp), RESPONSES, responses);
+    run_complete_stream(OPENAI(kp), RESPONSES, responses_incomplete);
+    run_complete_stream(ANTHROPIC(kp), MESSAGES, messages);
+    run_complete_stream(ANTHROPIC(kp), MESSAGES, messages_error);
+}
+
+/* The answer was whole; a connection cut after its last event must not
+ * turn it into an error (the Anthropic SDK raises on any error event). */
+static void test_stream_broken_after_final_event(void **state)
+{
+    aib_keypool_t *kp = keypool("a", NULL);
+    aib_provider_t *pv = ANTHROPIC(kp);
+    aib_interception_t *ic = interception(pv, MESSAGES, 1);
+    const step_t steps[] = {
+        { 200, { SSE_HEADERS, NULL },
+          { "event: message_start\ndata: {\"type\":\"message_start\"}\n\n",
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n", NULL },
+          AIB_XFER_BROKEN, "transfer closed with outstanding read data remaining" },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+    assert_string_equal(body_of(),
+        "event: message_start\ndata: {\"type\":\"message_start\"}\n\n"
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
+    assert_int_equal(rec.fails, 0);
+    assert_int_equal(ic->outcome, AIB_OUTCOME_OK);
+}
+
+/* A stream the client did not ask for is still relayed event by event. */
+static void test_failover_then_stream(void **state)
+{
+    aib_keypool_t *kp = keypool("a", "b", NULL);
+    aib_provider_t *pv = OPENAI(kp);
+    aib_interception_t *ic = interception(pv, CHAT, 1);
+    const step_t steps[] = {
+        { 429, { JSON_HEADERS, "Retry-After", "3", NULL }, { RATE_LIMIT_BODY, NULL },
+          AIB_XFER_OK, NULL },
+        { 200, { SSE_HEADERS, NULL }, { "data: {\"id\":1}\n\n", "data: [DONE]\n\n", NULL },
+          AIB_XFER_OK, NULL },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+    assert_int_equal(transport.ncalls, 2);
+    assert_int_equal(rec.starts, 1);
+    assert_string_equal(body_of(), "data: {\"id\":1}\n\ndata: [DONE]\n\n");
+    assert_int_equal(rec.writes, 2);
+    assert_all_flushed();
+    assert_int_equal(ic->outcome, AIB_OUTCOME_OK);
+    assert_key(kp, 0, AIB_KEY_COOLING, AIB_REASON_RATE_LIMITED, NOW + 3000);
+}
+
+/* ---- the client goes away ---------------------------------------------- */
+
+static void test_client_gone_on_write(void **state)
+{
+    aib_keypool_t *kp = keypool("a", "b", NULL);
+    aib_provider_t *pv = OPENAI(kp);
+    aib_interception_t *ic = interception(pv, CHAT, 1);
+    const step_t steps[] = {
+        { 200, { SSE_HEADERS, NULL },
+          { "data: {\"id\":1}\n\n", "data: {\"id\":2}\n\n", "data: {\"id\":3}\n\n",
+            "data: [DONE]\n\n", NULL },
+          AIB_XFER_OK, NULL },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    rec.refuse_write = 2;
+    aib_bridge_run(ic);
+
+    assert_int_equal(transport.ncalls, 1);
+    assert_true(transport.calls[0].stopped);
+    assert_int_equal(transport.calls[0].chunks_delivered, 1);
+    assert_int_equal(rec.writes, 2);        /* nothing tried after the refusal */
+    assert_string_equal(body_of(), "data: {\"id\":1}\n\n");
+    assert_int_equal(ic->outcome, AIB_OUTCOME_CLIENT_ABORT);
+    assert_string_equal(aib_outcome_name(ic->outcome), "client_abort");
+    assert_int_equal(ic->status, 200);
+    assert_all_available(kp);
+    assert_true(logged(AIB_LOG_INFO, "client went away"));
+}
+
+static void test_client_gone_while_waiting(void **state)
+{
+    aib_keypool_t *kp = keypool("a", "b", NULL);
+    aib_provider_t *pv = OPENAI(kp);
+    aib_interception_t *ic = interception(pv, CHAT, 0);
+    const step_t steps[] = {
+        { 429, { JSON_HEADERS, NULL }, { RATE_LIMIT_BODY, NULL }, AIB_XFER_OK, NULL },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    rec.gone = 1;
+    aib_bridge_run(ic);
+
+    assert_int_equal(transport.ncalls, 1);          /* no failover for a gone client */
+    assert_true(transport.calls[0].stopped);
+    assert_int_equal(rec.starts, 0);
+    assert_int_equal(rec.writes, 0);
+    assert_int_equal(ic->status, 499);
+    assert_int_equal(ic->outcome, AIB_OUTCOME_CLIENT_ABORT);
+    assert_all_available(kp);
+}
+
+static void test_client_gone_mid_stream_tick(void **state)
+{
+    aib_keypool_t *kp = keypool("a", NULL);
+    aib_provider_t *pv = ANTHROPIC(kp);
+    aib_interception_t *ic = interception(pv, MESSAGES, 1);
+    const step_t steps[] = {
+        { 200, { SSE_HEADERS, NULL },
+          { "event: message_start\ndata: {}\n\n", "event: content_block_delta\ndata: {}\n\n",
+            "event: message_stop\ndata: {}\n\n", NULL },
+          AIB_XFER_OK, NULL },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    /* Gone after the first chunk: the tick that follows it notices. */
+    rec.gone_after_writes = 1;
+    aib_bridge_run(ic);
+    assert_int_equal(transport.ncalls, 1);
+    assert_true(transport.calls[0].stopped);
+    assert_int_equal(transport.calls[0].chunks_delivered, 1);
+    assert_string_equal(body_of(), "event: message_start\ndata: {}\n\n");
+    /* No error event pushed at a client that is gone. */
+    assert_int_equal(rec.writes, 1);
+    assert_int_equal(rec.fails, 0);
+    assert_int_equal(ic->outcome, AIB_OUTCOME_CLIENT_ABORT);
+    assert_int_equal(ic->status, 200);
+}
+
+static void test_client_gone_on_first_write(void **state)
+{
+    aib_keypool_t *kp = keypool("a", NULL);
+    aib_provider_t *pv = OPENAI(kp);
+    aib_interception_t *ic = interception(pv, CHAT, 0);
+    const step_t steps[] = {
+        { 200, { JSON_HEADERS, NULL }, { OK_BODY, NULL }, AIB_XFER_OK, NULL },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    rec.refuse_write = 1;
+    aib_bridge_run(ic);
+    assert_true(transport.calls[0].stopped);
+    assert_int_equal(transport.calls[0].chunks_delivered, 0);
+    assert_int_equal(rec.writes, 1);
+    assert_int_equal(rec.fails, 0);
+    assert_int_equal(ic->outcome, AIB_OUTCOME_CLIENT_ABORT);
+}
+
+/* ---- credentials ------------------------------------------------------- */
+
+static void test_anthropic_credentials(void **state)
+{
+    aib_keypool_t *kp = keypool("a", "b", NULL);
+    aib_provider_t *pv = ANTHROPIC(kp);
+    aib_interception_t *ic = interception(pv, MESSAGES, 0);
+    apr_table_t *h;
+    const step_t steps[] = {
+        { 401, { JSON_HEADERS, NULL }, { "{}", NULL }, AIB_XFER_OK, NULL },
+        { 200, { JSON_HEADERS, NULL }, { "{\"type\":\"message\"}", NULL }, AIB_XFER_OK, NULL },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+
+    assert_int_equal(transport.ncalls, 2);
+    assert_string_equal(transport.calls[0].url, "https://api.anthropic.com/v1/messages");
+    h = transport.calls[0].headers;
+    assert_string_equal(apr_table_get(h, "x-api-key"), key_value("a"));
+    assert_null(apr_table_get(h, "Authorization"));
+    assert_string_equal(apr_table_get(h, "anthropic-version"), "2023-06-01");
+    h = transport.calls[1].headers;
+    assert_string_equal(apr_table_get(h, "x-api-key"), key_value("b"));
+    assert_null(apr_table_get(h, "Authorization"));
+    assert_string_equal(apr_table_get(h, "anthropic-version"), "2023-06-01");
+    /* Content-Type, User-Agent, x-api-key, anthropic-version */
+    assert_int_equal(apr_table_elts(h)->nelts, 4);
+    assert_int_equal(rec.status, 200);
+    assert_string_equal(ic->key_hint, "sk-t...keyb");
+}
+
+static void test_anthropic_keeps_client_version(void **state)
+{
+    aib_keypool_t *kp = keypool("a", NULL);
+    aib_provider_t *pv = ANTHROPIC(kp);
+    aib_interception_t *ic = interception(pv, MESSAGES, 0);
+    apr_table_t *h = apr_table_copy(pool, ic->headers);
+    const apr_array_header_t *arr;
+    const apr_table_entry_t *e;
+    int i, versions = 0;
+    const step_t steps[] = {
+        { 200, { JSON_HEADERS, NULL }, { "{}", NULL }, AIB_XFER_OK, NULL },
+    };
+
+    (void)state;
+    apr_table_setn(h, "Anthropic-Version", "2024-10-22");
+    apr_table_setn(h, "anthropic-beta", "prompt-caching-2024-07-31");
+    /* Would the client's Authorization slip through, it must not reach upstream. */
+    apr_table_setn(h, "Authorization", "Bearer leaked");
+    ic->headers = h;
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+
+    h = transport.calls[0].headers;
+    arr = apr_table_elts(h);
+    e = (const apr_table_entry_t *)arr->elts;
+    for (i = 0; i < arr->nelts; i++)
+        if (!strcasecmp(e[i].key, "anthropic-version")) {
+            versions++;
+            assert_string_equal(e[i].val, "2024-10-22");
+        }
+    assert_int_equal(versions, 1);
+    assert_string_equal(apr_table_get(h, "anthropic-beta"), "prompt-caching-2024-07-31");
+    assert_string_equal(apr_table_get(h, "x-api-key"), key_value("a"));
+    assert_null(apr_table_get(h, "Authorization"));
+}
+
+static void test_openai_adds_no_version(void **state)
+{
+    aib_keypool_t *kp = keypool("a", NULL);
+    aib_provider_t *pv = OPENAI(kp);
+    aib_interception_t *ic = interception(pv, RESPONSES, 0);
+    const step_t steps[] = {
+        { 200, { JSON_HEADERS, NULL }, { "{}", NULL }, AIB_XFER_OK, NULL },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+    assert_string_equal(transport.calls[0].url, "https://api.openai.com/v1/responses");
+    assert_null(apr_table_get(transport.calls[0].headers, "anthropic-version"));
+    assert_openai_call(0, "a");
+}
+
+/* ---- counters over several requests ------------------------------------ */
+
+static void test_counters(void **state)
+{
+    aib_keypool_t *kp = keypool("a", "b", "c", NULL);
+    aib_provider_t *pv = OPENAI(kp, "disable-for=10");
+    const step_t first[] = {
+        { 429, { "Retry-After", "1", NULL }, { RATE_LIMIT_BODY, NULL }, AIB_XFER_OK, NULL },
+        { 401, { NULL }, { INVALID_KEY_BODY, NULL }, AIB_XFER_OK, NULL },
+        { 403, { NULL }, { FORBIDDEN_BODY, NULL }, AIB_XFER_OK, NULL },
+    };
+    const step_t second[] = {
+        { 200, { JSON_HEADERS, NULL }, { OK_BODY, NULL }, AIB_XFER_OK, NULL },
+    };
+    aib_interception_t *ic;
+
+    (void)state;
+    SCRIPT(first);
+    ic = interception(pv, CHAT, 0);
+    aib_bridge_run(ic);
+    assert_int_equal(rec.status, 429);
+    assert_string_equal(header("Retry-After"), "1");
+    assert_counters(kp, 0, 1, 1, 0, 0);
+    assert_counters(kp, 1, 1, 0, 1, 0);
+    assert_counters(kp, 2, 1, 0, 0, 1);
+
+    /* One second on: a is back, b and c are still disabled. */
+    clock_ms = NOW + 1000;
+    memset(&rec, 0, sizeof(rec));
+    SCRIPT(second);
+    ic = interception(pv, CHAT, 0);
+    aib_bridge_run(ic);
+    assert_int_equal(transport.ncalls, 1);
+    assert_openai_call(0, "a");
+    assert_counters(kp, 0, 2, 1, 0, 0);
+    assert_counters(kp, 1, 1, 0, 1, 0);
+    assert_counters(kp, 2, 1, 0, 0, 1);
+    ASSERT_I64(slot(kp, 0).last_used_ms, NOW + 1000);
+    ASSERT_I64(slot(kp, 1).last_used_ms, NOW);
+}
+
+/* ---- aib_bridge_reject -------------------------------------------------- */
+
+static void test_reject(void **state)
+{
+    aib_provider_t *pv = OPENAI(NULL, "byok=on");
+    aib_interception_t *ic;
+
+    (void)state;
+    ic = interception(pv, CHAT, 0);
+    ic->outcome = AIB_OUTCOME_OK;
+    aib_bridge_reject(ic, AIB_ERROR_METHOD, "GET is not allowed here", "POST", 0);
+    assert_int_equal(rec.starts, 1);
+    assert_int_equal(rec.status, 405);
+    assert_string_equal(header("Allow"), "POST");
+    assert_string_equal(header("Content-Type"), "application/json");
+    assert_null(header("Retry-After"));
+    assert_string_equal(body_of(), openai_error("GET is not allowed here",
+                                                "invalid_request_error", "method_not_allowed"));
+    assert_int_equal(ic->status, 405);
+    assert_int_equal(ic->outcome, AIB_OUTCOME_REJECTED);
+    assert_string_equal(aib_outcome_name(ic->outcome), "rejected");
+
+    memset(&rec, 0, sizeof(rec));
+    ic = interception(pv, CHAT, 0);
+    ic->outcome = AIB_OUTCOME_OK;
+    aib_bridge_reject(ic, AIB_ERROR_RATE_LIMIT, "slow down \"now\"", NULL, 12);
+    assert_int_equal(rec.status, 429);
+    assert_string_equal(header("Retry-After"), "12");
+    assert_null(header("Allow"));
+    assert_string_equal(body_of(), "{\"error\":{\"message\":\"slow down \\\"now\\\"\","
+                        "\"type\":\"rate_limit_error\",\"param\":null,"
+                        "\"code\":\"rate_limit_exceeded\"}}");
+
+    memset(&rec, 0, sizeof(rec));
+    ic = interception(pv, CHAT, 0);
+    ic->outcome = AIB_OUTCOME_OK;
+    aib_bridge_reject(ic, AIB_ERROR_TOO_LARGE, "too large", NULL, 0);
+    assert_int_equal(rec.status, 413);
+    assert_null(header("Retry-After"));
+
+    /* An outcome already decided stays. */
+    memset(&rec, 0, sizeof(rec));
+    ic = interception(pv, CHAT, 0);
+    ic->outcome = AIB_OUTCOME_TRANSPORT_ERROR;
+    aib_bridge_reject(ic, AIB_ERROR_UPSTREAM, "x", NULL, 0);
+    assert_int_equal(rec.status, 502);
+    assert_int_equal(ic->outcome, AIB_OUTCOME_TRANSPORT_ERROR);
+}
+
+static void test_reject_anthropic(void **state)
+{
+    aib_provider_t *pv = ANTHROPIC(NULL, "byok=on");
+    aib_interception_t *ic = interception(pv, MESSAGES, 0);
+
+    (void)state;
+    ic->outcome = AIB_OUTCOME_OK;
+    aib_bridge_reject(ic, AIB_ERROR_NOT_FOUND, "no such route", NULL, 0);
+    assert_int_equal(rec.status, 404);
+    assert_string_equal(body_of(), anthropic_error("not_found_error", "no such route"));
+
+    memset(&rec, 0, sizeof(rec));
+    ic = interception(pv, MESSAGES, 0);
+    ic->outcome = AIB_OUTCOME_OK;
+    aib_bridge_reject(ic, AIB_ERROR_RATE_LIMIT, "wait", NULL, 3);
+    assert_int_equal(rec.status, 429);
+    assert_string_equal(header("Retry-After"), "3");
+    assert_string_equal(body_of(), anthropic_error("rate_limit_error", "wait"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+        T(test_single_key_ok),
+        T(test_stream_has_no_whole_call_timeout),
+        T(test_failover_429_retry_after),
+        T(test_failover_429_without_headers_uses_cooldown),
+        T(test_failover_retry_after_clamped_to_max),
+        T(test_failover_401_403_disable_forever),
+        T(test_failover_disable_for),
+        T(test_insufficient_quota_cools_for_max),
+        T(test_all_rate_limited_openai),
+        T(test_all_rate_limited_anthropic),
+        T(test_all_unauthorized),
+        T(test_all_unauthorized_anthropic),
+        T(test_disabled_and_cooling_is_rate_limited),
+        T(test_exhausted_before_request),
+        T(test_all_disabled_before_request),
+        T(test_no_pool_without_client_key),
+        T(test_500_relayed),
+        T(test_400_relayed),
+        T(test_unsupported_region_relayed),
+        T(test_large_failover_body),
+        T(test_status_outside_failover_set_relayed),
+        T(test_extra_failover_status),
+        T(test_anthropic_529_relayed),
+        T(test_byok_single_attempt),
+        T(test_byok_401_relayed),
+        T(test_byok_ok),
+        T(test_connect_error),
+        T(test_connect_error_anthropic),
+        T(test_timeout),
+        T(test_timeout_anthropic),
+        T(test_broken_before_response),
+        T(test_non_sse_broken_after_commit),
+        T(test_stream_chat_broken),
+        T(test_stream_responses_broken),
+        T(test_stream_responses_broken_before_any_event),
+        T(test_stream_anthropic_broken),
+        T(test_stream_chat_ends_without_done),
+        T(test_stream_responses_ends_without_completed),
+        T(test_stream_anthropic_ends_without_stop),
+        T(test_stream_complete),
+        T(test_stream_broken_after_final_event),
+        T(test_failover_then_stream),
+        T(test_client_gone_on_write),
+        T(test_client_gone_while_waiting),
+        T(test_client_gone_mid_stream_tick),
+        T(test_client_gone_on_first_write),
+        T(test_anthropic_credentials),
+        T(test_anthropic_keeps_client_version),
+        T(test_openai_adds_no_version),
+        T(test_counters),
+        T(test_reject),
+        T(test_reject_anthropic),
+#undef T
+    };
+    int rc;
+
+    if (apr_initialize() != APR_SUCCESS)
+        return 1;
+    if (apr_pool_create(&pool, NULL) != APR_SUCCESS) {
+        apr_terminate();
+        return 1;
+    }
+    rc = cmocka_run_group_tests(tests, NULL, NULL);
+    apr_pool_destroy(pool);
+    apr_terminate();
+    return rc;
+}
