@@ -212,7 +212,7 @@ static int check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, 
                 continue;
             pv->pool = apr_hash_get(sc->pools, pv->pool_name, APR_HASH_KEY_STRING);
             if (!pv->pool) {
-                ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, s, APLOGNO(10601)
+                ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, s,
                              "AIBridgeProvider %s: unknown pool '%s' (define it with "
                              "AIBridgeKeyPool)", pv->name, pv->pool_name);
                 return !OK;
@@ -267,7 +267,7 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, s
         apr_status_t rv = apr_shm_create(&shm, (apr_size_t)capacity * sizeof(aib_slot_t),
                                          NULL, ap_pglobal);
         if (rv != APR_SUCCESS) {
-            ap_log_error(APLOG_MARK, APLOG_EMERG, rv, s, APLOGNO(10602)
+            ap_log_error(APLOG_MARK, APLOG_EMERG, rv, s,
                          "cannot create shared memory for %u keys", capacity);
             return !OK;
         }
@@ -281,7 +281,7 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, s
         if (old_shm)
             apr_shm_destroy(old_shm);
     }
-    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, APLOGNO(10603)
+    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s,
                  "key store: %u keys in %u slots", needed, rd->store.capacity);
     return OK;
 }
@@ -289,7 +289,7 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, s
 static void child_init(apr_pool_t *pchild, server_rec *s)
 {
     if (aib_curl_init(pchild) != APR_SUCCESS) {
-        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, APLOGNO(10604) "curl_global_init failed");
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "curl_global_init failed");
         return;
     }
     child_transport = aib_curl_transport_create(pchild);
@@ -504,8 +504,7 @@ static int unsafe_path(const char *path)
     return 0;
 }
 
-/* Length of the <Location> path that SetHandler aibridge came from, as a
- * prefix of r->uri; the provider name follows it. */
+/* Length of the innermost <Location> path, as a prefix of r->uri. */
 static size_t location_length(request_rec *r)
 {
     const core_dir_config *core = ap_get_core_module_config(r->per_dir_config);
@@ -519,11 +518,38 @@ static size_t location_length(request_rec *r)
     return strncmp(r->uri, core->d, len) ? 0 : len;
 }
 
+/* The provider a request names: the segment after the <Location> path
+ * (/ai/<provider>/v1/...), or the Location's own last segment when a nested
+ * <Location /ai/<provider>> (for its own access rules) is the innermost one.
+ * Sets *name to the segment tried and *path to the upstream path. */
+static aib_provider_t *find_provider(request_rec *r, const server_conf_t *sc,
+                                     const char **name, const char **path)
+{
+    size_t prefix = location_length(r);
+    const char *rest = r->uri + prefix, *slash, *last;
+    aib_provider_t *pv;
+
+    while (*rest == '/')
+        rest++;
+    slash = strchr(rest, '/');
+    *name = slash ? apr_pstrmemdup(r->pool, rest, (apr_size_t)(slash - rest)) : rest;
+    *path = slash ? slash : "";
+    pv = apr_hash_get(sc->providers, *name, APR_HASH_KEY_STRING);
+    if (pv || !prefix)
+        return pv;
+    for (last = r->uri + prefix; last > r->uri && last[-1] != '/'; last--)
+        ;
+    pv = apr_hash_get(sc->providers, last, (apr_ssize_t)(r->uri + prefix - last));
+    if (pv)
+        *path = r->uri + prefix;
+    return pv;
+}
+
 static int aibridge_handler(request_rec *r)
 {
     const dir_conf_t *dc;
     const server_conf_t *sc;
-    const char *rest, *path, *slash;
+    const char *name, *path;
     sink_ctx_t sk;
     aib_sink_t sink = { NULL, sink_start, sink_write, sink_client_gone, sink_fail, sink_log };
     aib_interception_t ic;
@@ -550,34 +576,27 @@ static int aibridge_handler(request_rec *r)
     ic.method = r->method;
 
     /* /<prefix>/<provider>/<upstream path> */
-    rest = r->uri + location_length(r);
-    while (*rest == '/')
-        rest++;
-    slash = strchr(rest, '/');
-    path = slash ? slash : "";
-    pv = apr_hash_get(sc->providers, rest, slash ? (apr_ssize_t)(slash - rest) : APR_HASH_KEY_STRING);
+    pv = find_provider(r, sc, &name, &path);
     if (!pv) {
         /* No provider to take the error shape from: OpenAI's is the common one. */
         memset(&fallback, 0, sizeof(fallback));
         fallback.ops = &aib_provider_openai;
         ic.provider = &fallback;
-        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, APLOGNO(10605) "unknown provider in %s", r->uri);
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, "unknown provider in %s", r->uri);
         aib_bridge_reject(&ic, AIB_ERROR_NOT_FOUND,
-                          apr_psprintf(r->pool, "unknown provider '%s'",
-                                       slash ? apr_pstrmemdup(r->pool, rest, (apr_size_t)(slash - rest)) : rest),
-                          NULL, 0);
+                          apr_psprintf(r->pool, "unknown provider '%s'", name), NULL, 0);
         goto done;
     }
     ic.provider = pv;
     apr_table_setn(r->subprocess_env, "AIBRIDGE_PROVIDER", pv->name);
     if (unsafe_path(path)) {
-        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, APLOGNO(10606) "refused path %s", r->uri);
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, "refused path %s", r->uri);
         aib_bridge_reject(&ic, AIB_ERROR_INVALID_REQUEST, "invalid path", NULL, 0);
         goto done;
     }
     pv->ops->route(r->method, path, &ic.route);
     if (ic.route.kind == AIB_ROUTE_NONE) {
-        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, APLOGNO(10607) "route not supported: %s %s",
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, "route not supported: %s %s",
                       r->method, path);
         aib_bridge_reject(&ic, AIB_ERROR_NOT_FOUND,
                           apr_psprintf(r->pool, "route not supported: %s %s", r->method, path),
@@ -585,7 +604,7 @@ static int aibridge_handler(request_rec *r)
         goto done;
     }
     if (!ic.route.method_allowed) {
-        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, APLOGNO(10608) "method %s not allowed on %s",
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, "method %s not allowed on %s",
                       r->method, path);
         aib_bridge_reject(&ic, AIB_ERROR_METHOD,
                           apr_psprintf(r->pool, "method %s not allowed on %s", r->method, path),
@@ -596,13 +615,13 @@ static int aibridge_handler(request_rec *r)
 
     status = read_body(r, dc->max_body >= 0 ? dc->max_body : AIB_DEFAULT_MAX_BODY, &body, &body_len);
     if (status == HTTP_REQUEST_ENTITY_TOO_LARGE) {
-        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, APLOGNO(10609) "request body too large");
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, "request body too large");
         aib_bridge_reject(&ic, AIB_ERROR_TOO_LARGE, "request body is too large", NULL, 0);
         r->connection->keepalive = AP_CONN_CLOSE;
         goto done;
     }
     if (status != OK) {
-        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, APLOGNO(10610) "cannot read request body");
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, "cannot read request body");
         aib_bridge_reject(&ic, AIB_ERROR_INVALID_REQUEST, "cannot read the request body", NULL, 0);
         r->connection->keepalive = AP_CONN_CLOSE;
         goto done;
@@ -610,7 +629,7 @@ static int aibridge_handler(request_rec *r)
     if (ic.route.kind == AIB_ROUTE_BRIDGED) {
         const char *err = inspect_json(r, body, body_len, &ic.stream);
         if (err) {
-            ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, APLOGNO(10611) "bad request: %s", err);
+            ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, "bad request: %s", err);
             aib_bridge_reject(&ic, AIB_ERROR_INVALID_REQUEST, err, NULL, 0);
             goto done;
         }

@@ -275,6 +275,14 @@ def test_unsupported_route_is_404(bridge, mock, method, path):
     assert mock.requests() == []
 
 
+def test_nested_location_per_provider(start, mock):
+    # A <Location> per provider, e.g. for its own access rules, inside the
+    # one that sets the handler.
+    httpd = start(extra="<Location /ai/openai>\n  Require all granted\n</Location>")
+    assert_complete(call(httpd, CHAT), CHAT, False)
+    assert [r["path"] for r in mock.requests()] == [CHAT]
+
+
 def test_unknown_provider_is_404(bridge, mock):
     reply = call(bridge, CHAT, provider="nope")
     error = assert_error(reply, 404, "invalid_request_error", "unknown_url")
