@@ -24,8 +24,11 @@ typedef struct {
     int status;
     apr_table_t *headers;
     int fail_over;            /* a failover status: hold the body back */
+    int inspecting;           /* a stream held back until its first event */
+    aib_fault_e event_fault;  /* that first event was a key's failure */
+    int first_event_seen;
     int committed;            /* status and headers reached the sink */
-    int event_stream;         /* the committed body is SSE */
+    int event_stream;         /* the body is SSE */
     int complete;             /* the stream's final event was seen */
     int client_gone;
     int64_t sequence;         /* last Responses sequence_number */
@@ -81,14 +84,24 @@ static int is_event_stream(const apr_table_t *headers)
     return ct && !strncasecmp(ct, "text/event-stream", 17);
 }
 
-/* Learns from each relayed event; never holds the stream back. */
+/* Learns from each event: the first may be a key's failure in disguise,
+ * the others only tell where the stream stands. */
 static int on_event(void *ctx, const char *event, const char *data, apr_size_t len)
 {
     attempt_t *a = ctx;
+    const aib_provider_ops_t *ops = a->ic->provider->ops;
     const char *seq;
 
-    (void)len;
-    if (a->ic->provider->ops->stream_complete(event, data))
+    if (a->inspecting && !a->first_event_seen) {
+        aib_fault_e fault = ops->stream_fault(event, data, len);
+        a->first_event_seen = 1;
+        if (fault != AIB_FAULT_NONE
+            && aib_provider_fails_over(a->ic->provider, aib_fault_status(fault))) {
+            a->event_fault = fault;
+            return 1;
+        }
+    }
+    if (ops->stream_complete(event, data))
         a->complete = 1;
     seq = strstr(data, "\"sequence_number\":");
     if (seq)
@@ -102,9 +115,6 @@ static void commit(attempt_t *a)
 
     a->committed = 1;
     ic->status = a->status;
-    a->event_stream = is_event_stream(a->headers);
-    if (a->event_stream)
-        a->sse = aib_sse_parser_create(a->pool, AIB_SSE_EVENT_MAX, on_event, a);
     ic->sink->start(ic->sink->ctx, a->status, aib_client_response_headers(a->pool, a->headers));
 }
 
@@ -115,33 +125,69 @@ static int on_response(void *ctx, int status, apr_table_t *headers)
 
     a->status = status;
     a->headers = headers;
-    if (!ic->client_key && aib_provider_fails_over(ic->provider, status)) {
+    a->event_stream = is_event_stream(headers);
+    if (a->event_stream)
+        a->sse = aib_sse_parser_create(a->pool, AIB_SSE_EVENT_MAX, on_event, a);
+    if (!ic->client_key && aib_provider_fails_over(ic->provider, status))
         a->fail_over = 1;
-        return 0;
-    }
-    commit(a);
+    else if (!ic->client_key && a->event_stream && status < 300)
+        a->inspecting = 1;   /* until its first event says it is no failure */
+    else
+        commit(a);
     return 0;
+}
+
+/* Keeps bytes back, up to AIB_ERROR_BODY_MAX; returns how many fitted. */
+static apr_size_t hold(attempt_t *a, const char *data, apr_size_t len)
+{
+    apr_size_t room = AIB_ERROR_BODY_MAX - a->held_len;
+
+    if (len > room)
+        len = room;
+    memcpy(a->held + a->held_len, data, len);
+    a->held_len += len;
+    return len;
+}
+
+static int relay(attempt_t *a, const char *data, apr_size_t len)
+{
+    if (a->ic->sink->write(a->ic->sink->ctx, data, len, a->event_stream)) {
+        a->client_gone = 1;
+        return 1;
+    }
+    return 0;
+}
+
+/* The held-back start of a stream goes out after all. */
+static int release(attempt_t *a)
+{
+    a->inspecting = 0;
+    commit(a);
+    return relay(a, a->held, a->held_len);
 }
 
 static int on_data(void *ctx, const char *data, apr_size_t len)
 {
     attempt_t *a = ctx;
-    aib_interception_t *ic = a->ic;
 
     if (a->fail_over) {
-        apr_size_t room = AIB_ERROR_BODY_MAX - a->held_len;
-        if (len > room)
-            len = room;
-        memcpy(a->held + a->held_len, data, len);
-        a->held_len += len;
+        hold(a, data, len);
         return 0;
     }
-    if (ic->sink->write(ic->sink->ctx, data, len, a->event_stream)) {
-        a->client_gone = 1;
-        return 1;
+    if (a->inspecting) {
+        apr_size_t kept = hold(a, data, len);
+        /* A first event larger than the hold is no error event: let it go. */
+        if (kept < len && (release(a) || relay(a, data + kept, len - kept)))
+            return 1;
     }
+    else if (relay(a, data, len))
+        return 1;
     if (a->sse)
         aib_sse_feed(a->sse, data, len);
+    if (a->event_fault)
+        return 1;
+    if (a->inspecting && a->first_event_seen)
+        return release(a);
     return 0;
 }
 
@@ -177,18 +223,17 @@ static const char *describe_key(aib_interception_t *ic, int i)
                         ic->provider->pool->name);
 }
 
-/* A failover status from key i: mark it, or relay when it is not the key's
- * fault. */
-static attempt_result_e take_failover(attempt_t *a, int i)
+/* Key i failed as `what` says: mark it, or relay the held response when it
+ * is not the key's fault. */
+static attempt_result_e take_failover(attempt_t *a, int i, aib_fault_e fault, const char *what)
 {
     aib_interception_t *ic = a->ic;
     const aib_provider_t *pv = ic->provider;
-    aib_fault_e fault = pv->ops->classify(a->status, a->held, a->held_len);
     int64_t now = ic->now_ms();
 
     if (fault == AIB_FAULT_NONE) {
-        logf_(ic, AIB_LOG_INFO, "provider '%s': %s answered %d, not the key's fault: relayed",
-              pv->name, describe_key(ic, i), a->status);
+        logf_(ic, AIB_LOG_INFO, "provider '%s': %s %s, not the key's fault: relayed",
+              pv->name, describe_key(ic, i), what);
         commit(a);
         ic->sink->write(ic->sink->ctx, a->held, a->held_len, 0);
         ic->outcome = AIB_OUTCOME_UPSTREAM_ERROR;
@@ -199,8 +244,8 @@ static attempt_result_e take_failover(attempt_t *a, int i)
                                                               : AIB_REASON_FORBIDDEN;
         aib_key_disable(pv->pool, i, pv->disable_for_ms ? now + pv->disable_for_ms : AIB_FOREVER,
                         reason);
-        logf_(ic, AIB_LOG_WARNING, "provider '%s': %s answered %d: disabled %s, trying the next key",
-              pv->name, describe_key(ic, i), a->status,
+        logf_(ic, AIB_LOG_WARNING, "provider '%s': %s %s: disabled %s, trying the next key",
+              pv->name, describe_key(ic, i), what,
               pv->disable_for_ms ? apr_psprintf(ic->pool, "for %" APR_INT64_T_FMT " s",
                                                 pv->disable_for_ms / 1000)
                                  : "until re-enabled");
@@ -215,8 +260,8 @@ static attempt_result_e take_failover(attempt_t *a, int i)
                      : aib_cooldown_ms(a->headers, now, pv->cooldown_ms, pv->max_cooldown_ms, &source);
         aib_key_cooldown(pv->pool, i, now + ms,
                          fault == AIB_FAULT_QUOTA ? AIB_REASON_QUOTA : AIB_REASON_RATE_LIMITED);
-        logf_(ic, AIB_LOG_WARNING, "provider '%s': %s answered %d%s: cooling down for %.3f s (%s), "
-              "trying the next key", pv->name, describe_key(ic, i), a->status,
+        logf_(ic, AIB_LOG_WARNING, "provider '%s': %s %s%s: cooling down for %.3f s (%s), "
+              "trying the next key", pv->name, describe_key(ic, i), what,
               fault == AIB_FAULT_QUOTA ? " (insufficient_quota)" : "", ms / 1000.0,
               fault == AIB_FAULT_QUOTA ? "max-cooldown=" : sources[source]);
     }
@@ -264,9 +309,17 @@ static attempt_result_e attempt(aib_interception_t *ic, const char *key, int i)
         aib_key_count_attempt(pv->pool, i, ic->now_ms());
     result = ic->transport->perform(ic->transport, a.pool, &req, &handler, &error);
     if (i >= 0 && a.status)
-        aib_key_count_status(pv->pool, i, a.status);
+        aib_key_count_status(pv->pool, i, a.event_fault ? aib_fault_status(a.event_fault)
+                                                        : a.status);
+    /* The stream ended or broke before its first event was whole. */
+    if (a.inspecting && !a.event_fault && !a.client_gone && result != AIB_XFER_STOPPED)
+        release(&a);
 
-    if (a.client_gone || result == AIB_XFER_STOPPED) {
+    if (a.event_fault && !a.client_gone) {
+        next = take_failover(&a, i, a.event_fault,
+                             apr_psprintf(ic->pool, "answered %d with an error event", a.status));
+    }
+    else if (a.client_gone || result == AIB_XFER_STOPPED) {
         logf_(ic, AIB_LOG_INFO, "provider '%s': client went away, upstream transfer ended",
               pv->name);
         ic->outcome = AIB_OUTCOME_CLIENT_ABORT;
@@ -274,7 +327,8 @@ static attempt_result_e attempt(aib_interception_t *ic, const char *key, int i)
             ic->status = 499;
     }
     else if (a.fail_over) {
-        next = take_failover(&a, i);
+        next = take_failover(&a, i, pv->ops->classify(a.status, a.held, a.held_len),
+                             apr_psprintf(ic->pool, "answered %d", a.status));
     }
     /* A stream cut after its final event was whole: no error after it. */
     else if (result != AIB_XFER_OK && !(a.event_stream && a.complete)) {

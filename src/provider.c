@@ -43,11 +43,11 @@ const char *aib_bearer_key(const apr_table_t *headers)
     return *v ? v : NULL;
 }
 
-int aib_json_error_is(const char *body, apr_size_t len, const char *member,
-                      const char *value)
+int aib_json_member_is(const char *body, apr_size_t len, const char *object,
+                       const char *member, const char *value)
 {
     json_tokener *tok;
-    json_object *root, *error, *field;
+    json_object *root, *parent, *field;
     int match = 0;
 
     if (!body || !len)
@@ -56,13 +56,25 @@ int aib_json_error_is(const char *body, apr_size_t len, const char *member,
     if (!tok)
         return 0;
     root = json_tokener_parse_ex(tok, body, (int)len);
-    if (root && json_object_object_get_ex(root, "error", &error)
-        && json_object_object_get_ex(error, member, &field)
+    parent = root;
+    if (root && (!object || json_object_object_get_ex(root, object, &parent))
+        && json_object_object_get_ex(parent, member, &field)
         && json_object_is_type(field, json_type_string))
         match = !strcmp(json_object_get_string(field), value);
     json_object_put(root);
     json_tokener_free(tok);
     return match;
+}
+
+int aib_fault_status(aib_fault_e fault)
+{
+    switch (fault) {
+    case AIB_FAULT_RATE_LIMITED:
+    case AIB_FAULT_QUOTA:        return 429;
+    case AIB_FAULT_UNAUTHORIZED: return 401;
+    case AIB_FAULT_FORBIDDEN:    return 403;
+    default:                     return 0;
+    }
 }
 
 const char *aib_json_quote(apr_pool_t *p, const char *text)

@@ -68,6 +68,9 @@ typedef struct aib_provider_ops {
     /* Whether an SSE event ends the stream (the last event of a complete
      * answer, or an error the upstream reported itself). */
     int (*stream_complete)(const char *event, const char *data);
+    /* Whether the first event of a 2xx stream is really a key's failure
+     * (an error event saying rate limit, bad key...): AIB_FAULT_NONE if not. */
+    aib_fault_e (*stream_fault)(const char *event, const char *data, apr_size_t len);
 } aib_provider_ops_t;
 
 extern const aib_provider_ops_t aib_provider_openai;
@@ -82,9 +85,14 @@ int aib_error_status(aib_error_kind_e kind);
 /* The key from "Authorization: Bearer <key>", or NULL. */
 const char *aib_bearer_key(const apr_table_t *headers);
 
-/* Whether a JSON error body has error.<member> equal to `value`. */
-int aib_json_error_is(const char *body, apr_size_t len, const char *member,
-                      const char *value);
+/* Whether the JSON object `body` has a string <object>.<member> (or
+ * <member> at the top level when object is NULL) equal to `value`. */
+int aib_json_member_is(const char *body, apr_size_t len, const char *object,
+                       const char *member, const char *value);
+
+/* The HTTP status a key fault stands for (429, 401, 403), so that an error
+ * event in a stream fails over only where that status would. */
+int aib_fault_status(aib_fault_e fault);
 
 /* `text` as a JSON string literal, quotes included. */
 const char *aib_json_quote(apr_pool_t *p, const char *text);

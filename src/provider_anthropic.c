@@ -98,6 +98,19 @@ static int anthropic_stream_complete(const char *event, const char *data)
     return event && (!strcmp(event, "message_stop") || !strcmp(event, "error"));
 }
 
+static aib_fault_e anthropic_stream_fault(const char *event, const char *data, apr_size_t len)
+{
+    if (!event || strcmp(event, "error"))
+        return AIB_FAULT_NONE;
+    if (aib_json_member_is(data, len, "error", "type", "rate_limit_error"))
+        return AIB_FAULT_RATE_LIMITED;
+    if (aib_json_member_is(data, len, "error", "type", "authentication_error"))
+        return AIB_FAULT_UNAUTHORIZED;
+    if (aib_json_member_is(data, len, "error", "type", "permission_error"))
+        return AIB_FAULT_FORBIDDEN;
+    return AIB_FAULT_NONE;   /* overloaded_error, api_error: not the key */
+}
+
 const aib_provider_ops_t aib_provider_anthropic = {
     "anthropic",
     "https://api.anthropic.com",
@@ -109,4 +122,5 @@ const aib_provider_ops_t aib_provider_anthropic = {
     anthropic_stream_error,
     anthropic_classify,
     anthropic_stream_complete,
+    anthropic_stream_fault,
 };

@@ -114,15 +114,16 @@ static aib_fault_e openai_classify(int status, const char *body, apr_size_t len)
     switch (status) {
     case 429:
         /* Billing, not a rate: it will not recover in seconds. */
-        if (aib_json_error_is(body, len, "code", "insufficient_quota")
-            || aib_json_error_is(body, len, "type", "insufficient_quota"))
+        if (aib_json_member_is(body, len, "error", "code", "insufficient_quota")
+            || aib_json_member_is(body, len, "error", "type", "insufficient_quota"))
             return AIB_FAULT_QUOTA;
         return AIB_FAULT_RATE_LIMITED;
     case 401:
         return AIB_FAULT_UNAUTHORIZED;
     case 403:
         /* The caller's region is refused, whichever key asks. */
-        if (aib_json_error_is(body, len, "code", "unsupported_country_region_territory"))
+        if (aib_json_member_is(body, len, "error", "code",
+                               "unsupported_country_region_territory"))
             return AIB_FAULT_NONE;
         return AIB_FAULT_FORBIDDEN;
     default:
@@ -139,6 +140,33 @@ static int openai_stream_complete(const char *event, const char *data)
     return !strcmp(data, "[DONE]") || !strncmp(data, "{\"error\"", 8);
 }
 
+/* Chat streams report errors as {"error":{...}} chunks, Responses streams
+ * as `error` events with the code at the top level. */
+static aib_fault_e openai_stream_fault(const char *event, const char *data, apr_size_t len)
+{
+    static const struct {
+        const char *code;
+        aib_fault_e fault;
+    } codes[] = {
+        { "rate_limit_exceeded", AIB_FAULT_RATE_LIMITED },
+        { "insufficient_quota", AIB_FAULT_QUOTA },
+        { "invalid_api_key", AIB_FAULT_UNAUTHORIZED },
+    };
+    const char *object;
+    size_t i;
+
+    if (event && !strcmp(event, "error"))
+        object = NULL;
+    else if (!event && !strncmp(data, "{\"error\"", 8))
+        object = "error";
+    else
+        return AIB_FAULT_NONE;
+    for (i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
+        if (aib_json_member_is(data, len, object, "code", codes[i].code))
+            return codes[i].fault;
+    return AIB_FAULT_NONE;
+}
+
 const aib_provider_ops_t aib_provider_openai = {
     "openai",
     "https://api.openai.com",
@@ -150,4 +178,5 @@ const aib_provider_ops_t aib_provider_openai = {
     openai_stream_error,
     openai_classify,
     openai_stream_complete,
+    openai_stream_fault,
 };
