@@ -1,5 +1,6 @@
 /* mod_aibridge: the httpd glue. Directives, hooks and the handler; every
  * decision is made by the APR-only core in src/. */
+#include <limits.h>
 #include <string.h>
 #include <stdlib.h>
 #include <json.h>
@@ -12,7 +13,11 @@
 #include <http_protocol.h>
 #include <http_request.h>
 #include <ap_mpm.h>
+#include <apr_global_mutex.h>
 #include <apr_shm.h>
+#include <util_mutex.h>
+#include <apr_optional_hooks.h>
+#include <mod_status.h>
 #include <apr_strings.h>
 
 #include "bridge.h"
@@ -20,6 +25,7 @@
 #include "headers.h"
 #include "hint.h"
 #include "keypool.h"
+#include "status.h"
 #include "transport.h"
 
 /* Tool schemas nest deeply; json-c's default of 32 is far too shallow. */
@@ -34,19 +40,36 @@ typedef struct {
     apr_hash_t *providers;            /* name -> aib_provider_t *, inherited too */
     apr_hash_t *own_pools;            /* defined in this server's scope */
     apr_array_header_t *own_providers;
+    const char *usage_log;            /* AIBridgeUsageLog: path or "|command" */
+    apr_file_t *usage_file;           /* opened by the parent in open_logs */
+    const char *status_nonce;         /* the status page's actions carry it */
 } server_conf_t;
 
 typedef struct {
     apr_off_t max_body;               /* -1: unset */
 } dir_conf_t;
 
-/* Survives graceful restarts in the parent: the key store and its segment. */
+/* A shared-memory segment of fixed-size records. */
 typedef struct {
     apr_shm_t *shm;
+    void *base;
+    uint32_t capacity;
+} segment_t;
+
+/* Survives graceful restarts in the parent: the key store, the provider
+ * counters, and their segments. */
+typedef struct {
+    segment_t keys;
     aib_keystore_t store;
+    segment_t stats;
+    aib_statstore_t statstore;
 } retained_t;
 
 static aib_transport_t *child_transport;
+
+/* Serialises usage-log lines too long for one atomic pipe write. */
+#define AIB_USAGE_MUTEX "aibridge-usage"
+static apr_global_mutex_t *usage_log_mutex;
 
 static void *create_server_conf(apr_pool_t *p, server_rec *s)
 {
@@ -69,6 +92,7 @@ static void *merge_server_conf(apr_pool_t *p, void *basev, void *addv)
     sc->own_providers = add->own_providers;
     sc->pools = apr_hash_overlay(p, add->own_pools, base->pools);
     sc->providers = apr_hash_overlay(p, add->providers, base->providers);
+    sc->usage_log = add->usage_log ? add->usage_log : base->usage_log;
     return sc;
 }
 
@@ -189,7 +213,20 @@ static const char *cmd_max_body(cmd_parms *cmd, void *dconf, const char *value)
     return NULL;
 }
 
+static const char *cmd_usage_log(cmd_parms *cmd, void *dconf, const char *value)
+{
+    server_conf_t *sc = ap_get_module_config(cmd->server->module_config, &aibridge_module);
+
+    (void)dconf;
+    if (!*value || !strcmp(value, "|"))
+        return directive_error(cmd, "takes a file or a \"|piped command\"");
+    sc->usage_log = value;
+    return NULL;
+}
+
 static const command_rec aibridge_cmds[] = {
+    AP_INIT_TAKE1("AIBridgeUsageLog", cmd_usage_log, NULL, RSRC_CONF,
+                  "AIBridgeUsageLog <file | \"|piped command\">: one JSON line per interception"),
     AP_INIT_TAKE_ARGV("AIBridgeKeyPool", cmd_key_pool, NULL, RSRC_CONF,
                       "AIBridgeKeyPool <pool> <key | file:/path | env:VAR> ..."),
     AP_INIT_TAKE_ARGV("AIBridgeProvider", cmd_provider, NULL, RSRC_CONF,
@@ -222,6 +259,56 @@ static int check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, 
     return OK;
 }
 
+static int pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp)
+{
+    (void)plog; (void)ptemp;
+    return ap_mutex_register(pconf, AIB_USAGE_MUTEX, NULL, APR_LOCK_DEFAULT, 0);
+}
+
+/* The parent opens the usage logs, as mod_log_config does its logs: files
+ * are written by every child, pipes (rotatelogs) are started once. A
+ * virtual host without its own log shares the main server's. */
+static int open_logs(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s)
+{
+    const server_conf_t *main_sc = ap_get_module_config(s->module_config, &aibridge_module);
+    server_rec *vs;
+
+    (void)plog; (void)ptemp;
+    if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG)
+        return OK;
+    for (vs = s; vs; vs = vs->next) {
+        server_conf_t *sc = ap_get_module_config(vs->module_config, &aibridge_module);
+        apr_status_t rv;
+
+        sc->usage_file = NULL;
+        if (!sc->usage_log)
+            continue;
+        if (vs != s && sc->usage_log == main_sc->usage_log) {
+            sc->usage_file = main_sc->usage_file;
+            continue;
+        }
+        if (sc->usage_log[0] == '|') {
+            piped_log *pl = ap_open_piped_log(pconf, sc->usage_log + 1);
+            if (!pl) {
+                ap_log_error(APLOG_MARK, APLOG_EMERG, 0, vs,
+                             "AIBridgeUsageLog: cannot start %s", sc->usage_log + 1);
+                return !OK;
+            }
+            sc->usage_file = ap_piped_log_write_fd(pl);
+            continue;
+        }
+        rv = apr_file_open(&sc->usage_file, ap_server_root_relative(pconf, sc->usage_log),
+                           APR_FOPEN_WRITE | APR_FOPEN_APPEND | APR_FOPEN_CREATE,
+                           APR_FPROT_OS_DEFAULT, pconf);
+        if (rv != APR_SUCCESS) {
+            ap_log_error(APLOG_MARK, APLOG_EMERG, rv, vs,
+                         "AIBridgeUsageLog: cannot open %s", sc->usage_log);
+            return !OK;
+        }
+    }
+    return OK;
+}
+
 static retained_t *get_retained(void)
 {
     static const char *const key = "mod_aibridge_retained";
@@ -234,60 +321,133 @@ static retained_t *get_retained(void)
     return rd;
 }
 
-/* Creates or reuses the key store. It lives in the parent across graceful
- * restarts: kept keys keep their state and their slot, so marks that the
- * previous generation's children still write land on the right key. */
-static int post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s)
+/* Makes room for `needed` records of `size` bytes: the segment stays when
+ * it has room (*grown = 0); else a new zeroed one, with headroom so a few
+ * more keys later need none, replaces it and the old one is returned in
+ * *old for copying, then destroyed by the caller. */
+static apr_status_t segment_fit(segment_t *seg, apr_size_t size, uint32_t needed,
+                                segment_t *old, int *grown)
 {
-    retained_t *rd;
-    apr_array_header_t *pools = apr_array_make(ptemp, 8, sizeof(aib_keypool_t *));
-    uint32_t needed;
-    server_rec *vs;
+    uint32_t capacity = needed + needed / 2 + 16;
+    apr_shm_t *shm;
+    apr_status_t rv;
 
-    (void)pconf; (void)plog;
-    /* The first pass only checks the configuration. */
-    if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG)
-        return OK;
+    *old = *seg;
+    *grown = !seg->shm || seg->capacity < needed;
+    if (!*grown)
+        return APR_SUCCESS;
+    rv = apr_shm_create(&shm, (apr_size_t)capacity * size, NULL, ap_pglobal);
+    if (rv != APR_SUCCESS)
+        return rv;
+    seg->shm = shm;
+    seg->base = apr_shm_baseaddr_get(shm);
+    seg->capacity = capacity;
+    memset(seg->base, 0, (apr_size_t)capacity * size);
+    return APR_SUCCESS;
+}
+
+/* Children of the previous generation keep their own mapping. */
+static void segment_retire(segment_t *old, int grown)
+{
+    if (grown && old->shm)
+        apr_shm_destroy(old->shm);
+}
+
+/* Key slots for every pool. Keys that stay keep their state and their slot,
+ * so marks that the previous generation's children still write land on
+ * the right key. */
+static apr_status_t place_keys(retained_t *rd, server_rec *s, apr_pool_t *ptemp)
+{
+    apr_array_header_t *pools = apr_array_make(ptemp, 8, sizeof(aib_keypool_t *));
+    aib_keystore_t old_store = rd->store;
+    segment_t old;
+    server_rec *vs;
+    uint32_t needed;
+    apr_status_t rv;
+    int grown;
+
     for (vs = s; vs; vs = vs->next) {
         server_conf_t *sc = ap_get_module_config(vs->module_config, &aibridge_module);
         apr_hash_index_t *hi;
         for (hi = apr_hash_first(ptemp, sc->own_pools); hi; hi = apr_hash_next(hi))
             APR_ARRAY_PUSH(pools, aib_keypool_t *) = apr_hash_this_val(hi);
     }
-    rd = get_retained();
     needed = aib_keystore_slots_needed(pools, ptemp);
-    if (rd->shm && rd->store.capacity >= needed) {
-        aib_keystore_assign(&rd->store, &rd->store, pools, ptemp);
-    }
-    else if (needed) {
-        /* Headroom, so adding a few keys later needs no new segment. */
-        uint32_t capacity = needed + needed / 2 + 16;
-        apr_shm_t *shm, *old_shm = rd->shm;
-        aib_keystore_t old_store = rd->store;
-        apr_status_t rv = apr_shm_create(&shm, (apr_size_t)capacity * sizeof(aib_slot_t),
-                                         NULL, ap_pglobal);
-        if (rv != APR_SUCCESS) {
-            ap_log_error(APLOG_MARK, APLOG_EMERG, rv, s,
-                         "cannot create shared memory for %u keys", capacity);
-            return !OK;
+    rv = segment_fit(&rd->keys, sizeof(aib_slot_t), needed, &old, &grown);
+    if (rv != APR_SUCCESS)
+        return rv;
+    rd->store.slots = rd->keys.base;
+    rd->store.capacity = rd->keys.capacity;
+    aib_keystore_assign(&rd->store, !grown ? &rd->store : old.shm ? &old_store : NULL,
+                        pools, ptemp);
+    segment_retire(&old, grown);
+    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, "key store: %u keys in %u slots%s", needed,
+                 rd->store.capacity, grown ? " (new segment)" : "");
+    return APR_SUCCESS;
+}
+
+/* A counter record for every provider, kept across restarts likewise. */
+static apr_status_t place_stats(retained_t *rd, server_rec *s, apr_pool_t *ptemp)
+{
+    apr_array_header_t *fps = apr_array_make(ptemp, 8, sizeof(uint64_t));
+    apr_array_header_t *providers = apr_array_make(ptemp, 8, sizeof(aib_provider_t *));
+    aib_statstore_t old_store = rd->statstore;
+    aib_provider_stats_t **records;
+    segment_t old;
+    apr_status_t rv;
+    int grown, i;
+
+    for (; s; s = s->next) {
+        server_conf_t *sc = ap_get_module_config(s->module_config, &aibridge_module);
+        const char *server = apr_psprintf(ptemp, "%s:%u", s->server_hostname, s->port);
+        for (i = 0; i < sc->own_providers->nelts; i++) {
+            aib_provider_t *pv = APR_ARRAY_IDX(sc->own_providers, i, aib_provider_t *);
+            APR_ARRAY_PUSH(providers, aib_provider_t *) = pv;
+            APR_ARRAY_PUSH(fps, uint64_t) = aib_provider_fingerprint(server, pv->name);
         }
-        rd->shm = shm;
-        rd->store.slots = apr_shm_baseaddr_get(shm);
-        rd->store.capacity = capacity;
-        memset(rd->store.slots, 0, (apr_size_t)capacity * sizeof(aib_slot_t));
-        /* Pools point at rd->store, which outlives this configuration. */
-        aib_keystore_assign(&rd->store, old_shm ? &old_store : NULL, pools, ptemp);
-        /* Children of the previous generation keep their own mapping. */
-        if (old_shm)
-            apr_shm_destroy(old_shm);
     }
-    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s,
-                 "key store: %u keys in %u slots", needed, rd->store.capacity);
+    rv = segment_fit(&rd->stats, sizeof(aib_provider_stats_t), (uint32_t)fps->nelts, &old, &grown);
+    if (rv != APR_SUCCESS)
+        return rv;
+    rd->statstore.records = rd->stats.base;
+    rd->statstore.capacity = rd->stats.capacity;
+    records = apr_pcalloc(ptemp, sizeof(*records) * (apr_size_t)(fps->nelts + 1));
+    aib_statstore_assign(&rd->statstore, !grown ? &rd->statstore : old.shm ? &old_store : NULL,
+                         fps, records, ptemp);
+    for (i = 0; i < providers->nelts; i++)
+        APR_ARRAY_IDX(providers, i, aib_provider_t *)->stats = records[i];
+    segment_retire(&old, grown);
+    return APR_SUCCESS;
+}
+
+static int post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s)
+{
+    retained_t *rd;
+    apr_status_t rv;
+
+    (void)plog;
+    /* The first pass only checks the configuration. */
+    if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG)
+        return OK;
+    rd = get_retained();
+    if ((rv = place_keys(rd, s, ptemp)) != APR_SUCCESS
+        || (rv = place_stats(rd, s, ptemp)) != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, rv, s, "cannot create shared memory");
+        return !OK;
+    }
+    rv = ap_global_mutex_create(&usage_log_mutex, NULL, AIB_USAGE_MUTEX, NULL, s, pconf, 0);
+    if (rv != APR_SUCCESS)
+        return !OK;
     return OK;
 }
 
 static void child_init(apr_pool_t *pchild, server_rec *s)
 {
+    if (usage_log_mutex
+        && apr_global_mutex_child_init(&usage_log_mutex,
+                                       apr_global_mutex_lockfile(usage_log_mutex),
+                                       pchild) != APR_SUCCESS)
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "cannot attach the usage-log mutex");
     if (aib_curl_init(pchild) != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "curl_global_init failed");
         return;
@@ -301,6 +461,7 @@ typedef struct {
     request_rec *r;
     apr_bucket_brigade *bb;
     int started;
+    const char *id;                   /* the interception's, for log lines */
 } sink_ctx_t;
 
 static void sink_start(void *ctx, int status, const apr_table_t *headers)
@@ -387,7 +548,7 @@ static void sink_log(void *ctx, aib_log_level_e level, const char *message)
     int ap_level = level == AIB_LOG_ERROR ? APLOG_ERR
                    : level == AIB_LOG_WARNING ? APLOG_WARNING : APLOG_INFO;
 
-    ap_log_rerror(APLOG_MARK, ap_level, 0, sk->r, "%s", message);
+    ap_log_rerror(APLOG_MARK, ap_level, 0, sk->r, "interception %s: %s", sk->id, message);
 }
 
 static int64_t now_ms(void)
@@ -453,10 +614,11 @@ static int read_body(request_rec *r, apr_off_t limit, char **body, apr_size_t *l
 
 /* The client's JSON, as much as the bridge needs to know: an object whose
  * `stream` is absent or boolean. Returns an error message or NULL. */
-static const char *inspect_json(request_rec *r, const char *body, apr_size_t len, int *stream)
+static const char *inspect_json(request_rec *r, const char *body, apr_size_t len, int *stream,
+                                const char **model)
 {
     json_tokener *tok = json_tokener_new_ex(AIB_JSON_MAX_DEPTH);
-    json_object *root, *field;
+    json_object *root, *field = NULL;
     enum json_tokener_error jerr;
     const char *err = NULL;
 
@@ -480,11 +642,14 @@ static const char *inspect_json(request_rec *r, const char *body, apr_size_t len
         err = "request body is not valid JSON: data after the JSON value";
     else if (!json_object_is_type(root, json_type_object))
         err = "request body must be a JSON object";
-    else if (json_object_object_get_ex(root, "stream", &field)) {
-        if (!json_object_is_type(field, json_type_boolean))
-            err = "'stream' must be a boolean";
-        else
-            *stream = json_object_get_boolean(field);
+    else if (json_object_object_get_ex(root, "stream", &field)
+             && !json_object_is_type(field, json_type_boolean))
+        err = "'stream' must be a boolean";
+    else {
+        *stream = field && json_object_get_boolean(field);
+        if (json_object_object_get_ex(root, "model", &field)
+            && json_object_is_type(field, json_type_string))
+            *model = apr_pstrdup(r->pool, json_object_get_string(field));
     }
     json_object_put(root);
     json_tokener_free(tok);
@@ -545,6 +710,122 @@ static aib_provider_t *find_provider(request_rec *r, const server_conf_t *sc,
     return pv;
 }
 
+/* An id for the interception, in logs, variables and the usage record. */
+static const char *interception_id(request_rec *r)
+{
+    unsigned char bytes[8];
+    char *hex = apr_palloc(r->pool, 2 * sizeof(bytes) + 1);
+
+    if (apr_generate_random_bytes(bytes, sizeof(bytes)) != APR_SUCCESS)
+        return r->log_id ? r->log_id : "-";
+    ap_bin2hex(bytes, sizeof(bytes), hex);
+    return hex;
+}
+
+static void set_env_number(request_rec *r, const char *name, int64_t value)
+{
+    apr_table_setn(r->subprocess_env, name, apr_psprintf(r->pool, "%" APR_INT64_T_FMT, value));
+}
+
+static json_object *json_string_or_null(const char *s)
+{
+    return s ? json_object_new_string(s) : NULL;
+}
+
+/* Writes one line to the usage log whole: a line longer than one atomic pipe
+ * write is serialised with the other processes' lines. */
+static void write_usage_line(request_rec *r, apr_file_t *file, const char *line, apr_size_t len)
+{
+    int locked = len > PIPE_BUF && usage_log_mutex
+                 && apr_global_mutex_lock(usage_log_mutex) == APR_SUCCESS;
+    apr_status_t rv = apr_file_write_full(file, line, len, NULL);
+
+    if (locked)
+        apr_global_mutex_unlock(usage_log_mutex);
+    if (rv != APR_SUCCESS)
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, rv, r, "cannot write the usage log");
+}
+
+/* What the interception did: request variables for LogFormat, and a line in
+ * the usage log. */
+static void record(request_rec *r, const server_conf_t *sc, const aib_interception_t *ic,
+                   const char *id, const char *model, apr_time_t start, apr_size_t bytes_in)
+{
+    apr_table_t *env = r->subprocess_env;
+    const aib_usage_t *u = &ic->usage;
+    apr_time_t end = apr_time_now();
+    int64_t ttfb = ic->first_byte_ms ? ic->first_byte_ms - apr_time_as_msec(start) : -1;
+    const char *credential = ic->client_key ? "byok" : "pool";
+    json_object *rec, *tried, *tools;
+    const char *line;
+    int i;
+
+    apr_table_setn(env, "AIBRIDGE_ID", id);
+    if (ic->provider && ic->provider->name)
+        apr_table_setn(env, "AIBRIDGE_PROVIDER", ic->provider->name);
+    if (ic->route.name)
+        apr_table_setn(env, "AIBRIDGE_ROUTE", ic->route.name);
+    if (model)
+        apr_table_setn(env, "AIBRIDGE_MODEL", model);
+    apr_table_setn(env, "AIBRIDGE_STREAM", ic->stream ? "true" : "false");
+    apr_table_setn(env, "AIBRIDGE_CREDENTIAL", credential);
+    if (ic->attempts)
+        apr_table_setn(env, "AIBRIDGE_KEY", ic->key_hint);
+    set_env_number(r, "AIBRIDGE_ATTEMPTS", ic->attempts);
+    apr_table_setn(env, "AIBRIDGE_OUTCOME", aib_outcome_name(ic->outcome));
+    set_env_number(r, "AIBRIDGE_INPUT_TOKENS", u->input);
+    set_env_number(r, "AIBRIDGE_OUTPUT_TOKENS", u->output);
+    set_env_number(r, "AIBRIDGE_CACHE_READ_TOKENS", u->cache_read);
+    set_env_number(r, "AIBRIDGE_CACHE_WRITE_TOKENS", u->cache_write);
+    set_env_number(r, "AIBRIDGE_REASONING_TOKENS", u->reasoning);
+    if (ttfb >= 0)
+        set_env_number(r, "AIBRIDGE_TTFB_MS", ttfb);
+    if (!sc->usage_file)
+        return;
+
+    rec = json_object_new_object();
+    json_object_object_add(rec, "id", json_object_new_string(id));
+    json_object_object_add(rec, "start", json_object_new_string(ap_ht_time(r->pool, start,
+                                         "%Y-%m-%dT%H:%M:%S.%{ms}Z", 1)));
+    json_object_object_add(rec, "end", json_object_new_string(ap_ht_time(r->pool, end,
+                                       "%Y-%m-%dT%H:%M:%S.%{ms}Z", 1)));
+    json_object_object_add(rec, "duration_ms", json_object_new_int64(apr_time_as_msec(end - start)));
+    json_object_object_add(rec, "ttfb_ms", ttfb >= 0 ? json_object_new_int64(ttfb) : NULL);
+    json_object_object_add(rec, "user", json_string_or_null(r->user));
+    json_object_object_add(rec, "client", json_string_or_null(r->useragent_ip));
+    json_object_object_add(rec, "provider", json_string_or_null(ic->provider ? ic->provider->name : NULL));
+    json_object_object_add(rec, "route", json_string_or_null(ic->route.name));
+    json_object_object_add(rec, "model", json_string_or_null(model));
+    json_object_object_add(rec, "stream", json_object_new_boolean(ic->stream));
+    json_object_object_add(rec, "credential", json_object_new_string(credential));
+    json_object_object_add(rec, "key", json_string_or_null(ic->attempts ? ic->key_hint : NULL));
+    tried = json_object_new_array();
+    for (i = 0; i < ic->tried->nelts; i++)
+        json_object_array_add(tried, json_object_new_string(APR_ARRAY_IDX(ic->tried, i, const char *)));
+    json_object_object_add(rec, "keys_tried", tried);
+    json_object_object_add(rec, "attempts", json_object_new_int(ic->attempts));
+    json_object_object_add(rec, "outcome", json_object_new_string(aib_outcome_name(ic->outcome)));
+    json_object_object_add(rec, "status", json_object_new_int(ic->status ? ic->status : r->status));
+    json_object_object_add(rec, "upstream_status",
+                           ic->upstream_status ? json_object_new_int(ic->upstream_status) : NULL);
+    json_object_object_add(rec, "input_tokens", json_object_new_int64(u->input));
+    json_object_object_add(rec, "output_tokens", json_object_new_int64(u->output));
+    json_object_object_add(rec, "cache_read_tokens", json_object_new_int64(u->cache_read));
+    json_object_object_add(rec, "cache_write_tokens", json_object_new_int64(u->cache_write));
+    json_object_object_add(rec, "reasoning_tokens", json_object_new_int64(u->reasoning));
+    json_object_object_add(rec, "bytes_in", json_object_new_int64((int64_t)bytes_in));
+    json_object_object_add(rec, "bytes_out", json_object_new_int64((int64_t)r->bytes_sent));
+    tools = json_object_new_array();
+    for (i = 0; u->tools && i < u->tools->nelts; i++)
+        json_object_array_add(tools, json_object_new_string(APR_ARRAY_IDX(u->tools, i, const char *)));
+    json_object_object_add(rec, "tools", tools);
+    line = apr_pstrcat(r->pool, json_object_to_json_string_ext(rec, JSON_C_TO_STRING_PLAIN
+                                                               | JSON_C_TO_STRING_NOSLASHESCAPE),
+                       "\n", NULL);
+    json_object_put(rec);
+    write_usage_line(r, sc->usage_file, line, strlen(line));
+}
+
 static int aibridge_handler(request_rec *r)
 {
     const dir_conf_t *dc;
@@ -555,8 +836,10 @@ static int aibridge_handler(request_rec *r)
     aib_interception_t ic;
     aib_provider_t *pv;
     aib_provider_t fallback;
-    char *body;
-    apr_size_t body_len;
+    char *body = NULL;
+    apr_size_t body_len = 0;
+    const char *model = NULL;
+    apr_time_t start = apr_time_now();
     int status;
 
     if (!r->handler || strcmp(r->handler, "aibridge"))
@@ -569,7 +852,8 @@ static int aibridge_handler(request_rec *r)
     sk.bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
     sink.ctx = &sk;
     memset(&ic, 0, sizeof(ic));
-    ic.pool = r->pool;
+    aib_interception_init(&ic, r->pool);
+    sk.id = interception_id(r);
     ic.sink = &sink;
     ic.transport = child_transport;
     ic.now_ms = now_ms;
@@ -588,7 +872,7 @@ static int aibridge_handler(request_rec *r)
         goto done;
     }
     ic.provider = pv;
-    apr_table_setn(r->subprocess_env, "AIBRIDGE_PROVIDER", pv->name);
+    aib_stats_begin(pv->stats);
     if (unsafe_path(path)) {
         ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, "refused path %s", r->uri);
         aib_bridge_reject(&ic, AIB_ERROR_INVALID_REQUEST, "invalid path", NULL, 0);
@@ -611,7 +895,6 @@ static int aibridge_handler(request_rec *r)
                           ic.route.allow, 0);
         goto done;
     }
-    apr_table_setn(r->subprocess_env, "AIBRIDGE_ROUTE", ic.route.name);
 
     status = read_body(r, dc->max_body >= 0 ? dc->max_body : AIB_DEFAULT_MAX_BODY, &body, &body_len);
     if (status == HTTP_REQUEST_ENTITY_TOO_LARGE) {
@@ -627,7 +910,7 @@ static int aibridge_handler(request_rec *r)
         goto done;
     }
     if (ic.route.kind == AIB_ROUTE_BRIDGED) {
-        const char *err = inspect_json(r, body, body_len, &ic.stream);
+        const char *err = inspect_json(r, body, body_len, &ic.stream, &model);
         if (err) {
             ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, "bad request: %s", err);
             aib_bridge_reject(&ic, AIB_ERROR_INVALID_REQUEST, err, NULL, 0);
@@ -636,6 +919,8 @@ static int aibridge_handler(request_rec *r)
     }
     ic.body = body;
     ic.body_len = body_len;
+    if (ic.stream && !strcmp(ic.route.name, "chat"))
+        ic.body = aib_usage_inject(r->pool, body, body_len, &ic.body_len, &ic.strip_usage);
     ic.headers = aib_upstream_request_headers(r->pool, r->headers_in);
     ic.url = apr_pstrcat(r->pool, pv->base_url, ap_escape_uri(r->pool, path),
                          r->args ? "?" : "", r->args ? r->args : "", NULL);
@@ -656,7 +941,10 @@ static int aibridge_handler(request_rec *r)
     aib_bridge_run(&ic);
 
 done:
-    apr_table_setn(r->subprocess_env, "AIBRIDGE_OUTCOME", aib_outcome_name(ic.outcome));
+    if (pv)
+        aib_stats_end(pv->stats, aib_stat_route(ic.route.name), ic.client_key != NULL,
+                      ic.outcome, apr_time_now() - start, ic.attempts);
+    record(r, sc, &ic, sk.id, model, start, body_len);
     if (!sk.started) {
         /* The client left before an answer could be given. */
         r->status = ic.status ? ic.status : HTTP_BAD_REQUEST;
@@ -668,13 +956,278 @@ done:
     return OK;
 }
 
+/* ---- the status page, the metrics, mod_status's section ---- */
+
+/* "host:port": how the status page and the metrics' server label name a
+ * server. The port is ServerName's, else the <VirtualHost> address's (an
+ * http and an https host often share a name); none when neither has one. */
+static const char *server_label(apr_pool_t *p, const server_rec *s)
+{
+    const char *host = s->server_hostname ? s->server_hostname : "";
+    unsigned port = s->port ? s->port : s->addrs ? s->addrs->host_port : 0;
+
+    return port ? apr_psprintf(p, "%s:%u", host, port) : host;
+}
+
+/* The providers that serve requests of `s`: its own, then those it
+ * inherits from the main server, in configured order. */
+static apr_array_header_t *serving_providers(apr_pool_t *p, server_rec *s)
+{
+    const server_conf_t *sc = ap_get_module_config(s->module_config, &aibridge_module);
+    const server_conf_t *main_sc = ap_get_module_config(ap_server_conf->module_config,
+                                                        &aibridge_module);
+    apr_array_header_t *pvs = apr_array_copy(p, sc->own_providers);
+    int i;
+
+    if (sc != main_sc)
+        for (i = 0; i < main_sc->own_providers->nelts; i++) {
+            aib_provider_t *pv = APR_ARRAY_IDX(main_sc->own_providers, i, aib_provider_t *);
+            if (apr_hash_get(sc->providers, pv->name, APR_HASH_KEY_STRING) == pv)
+                APR_ARRAY_PUSH(pvs, aib_provider_t *) = pv;
+        }
+    return pvs;
+}
+
+/* The status page shows the server the request came to. */
+static apr_array_header_t *page_servers(request_rec *r)
+{
+    apr_array_header_t *servers = apr_array_make(r->pool, 1, sizeof(aib_status_server_t));
+    aib_status_server_t *srv = apr_array_push(servers);
+
+    srv->name = server_label(r->pool, r->server);
+    srv->providers = serving_providers(r->pool, r->server);
+    return servers;
+}
+
+/* The metrics and server-status show every server, each provider once:
+ * under the server that defines it. */
+static apr_array_header_t *all_servers(apr_pool_t *p)
+{
+    apr_array_header_t *servers = apr_array_make(p, 4, sizeof(aib_status_server_t));
+    server_rec *s;
+
+    for (s = ap_server_conf; s; s = s->next) {
+        const server_conf_t *sc = ap_get_module_config(s->module_config, &aibridge_module);
+        aib_status_server_t *srv = apr_array_push(servers);
+        srv->name = server_label(p, s);
+        srv->providers = sc->own_providers;
+    }
+    return servers;
+}
+
+/* A fresh nonce per server and configuration: the status page's forms carry
+ * it, and an action without it is refused. */
+static int status_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
+                              server_rec *s)
+{
+    (void)plog; (void)ptemp;
+    for (; s; s = s->next) {
+        server_conf_t *sc = ap_get_module_config(s->module_config, &aibridge_module);
+        unsigned char bytes[16];
+        char *hex = apr_palloc(pconf, 2 * sizeof(bytes) + 1);
+        apr_status_t rv = apr_generate_random_bytes(bytes, sizeof(bytes));
+
+        if (rv != APR_SUCCESS) {
+            ap_log_error(APLOG_MARK, APLOG_EMERG, rv, s, "cannot make the status page's nonce");
+            return !OK;
+        }
+        ap_bin2hex(bytes, sizeof(bytes), hex);
+        sc->status_nonce = hex;
+    }
+    return OK;
+}
+
+static void private_page_headers(request_rec *r)
+{
+    apr_table_setn(r->headers_out, "Cache-Control", "no-store");
+    apr_table_setn(r->headers_out, "X-Content-Type-Options", "nosniff");
+    apr_table_setn(r->headers_out, "X-Frame-Options", "DENY");
+    apr_table_setn(r->headers_out, "Content-Security-Policy",
+                   "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+                   "frame-ancestors 'none'; base-uri 'none'");
+    apr_table_setn(r->headers_out, "Referrer-Policy", "same-origin");
+}
+
+/* Whether the query string holds format=json. */
+static int wants_json(const request_rec *r)
+{
+    const char *q = r->args;
+
+    while (q && *q) {
+        size_t len = strcspn(q, "&;");
+        if (len == 11 && !strncmp(q, "format=json", 11))
+            return 1;
+        q += len;
+        if (*q)
+            q++;
+    }
+    return 0;
+}
+
+/* Why a POST is not from the status page's own origin, or NULL. The nonce
+ * stops a forged form; these stop a browser from being used across sites. */
+static const char *cross_site(request_rec *r)
+{
+    const char *scheme = ap_http_scheme(r);
+    const char *host = apr_table_get(r->headers_in, "Host");
+    const char *site = apr_table_get(r->headers_in, "Sec-Fetch-Site");
+    const char *origin = apr_table_get(r->headers_in, "Origin");
+    const char *referer = apr_table_get(r->headers_in, "Referer");
+
+    if (site && strcasecmp(site, "same-origin") && strcasecmp(site, "none"))
+        return apr_psprintf(r->pool, "Sec-Fetch-Site: %s", site);
+    if (origin && !aib_status_same_origin(origin, scheme, host))
+        return "Origin of another site";
+    if (referer && !aib_status_same_origin(referer, scheme, host))
+        return "Referer of another site";
+    return NULL;
+}
+
+/* The value of form field `name` (the first one), or NULL. */
+static const char *form_field(request_rec *r, apr_array_header_t *pairs, const char *name)
+{
+    int i;
+
+    for (i = 0; pairs && i < pairs->nelts; i++) {
+        ap_form_pair_t *pair = &APR_ARRAY_IDX(pairs, i, ap_form_pair_t);
+        apr_off_t len;
+        apr_size_t size;
+        char *value;
+
+        if (strcmp(pair->name, name))
+            continue;
+        if (apr_brigade_length(pair->value, 1, &len) != APR_SUCCESS || len > 1024)
+            return NULL;
+        size = (apr_size_t)len;
+        value = apr_palloc(r->pool, size + 1);
+        if (apr_brigade_flatten(pair->value, value, &size) != APR_SUCCESS)
+            return NULL;
+        value[size] = '\0';
+        return value;
+    }
+    return NULL;
+}
+
+/* POST: enable a disabled key or clear a cooldown, then back to the page. */
+static int status_action(request_rec *r)
+{
+    const server_conf_t *sc = ap_get_module_config(r->server->module_config, &aibridge_module);
+    apr_array_header_t *pairs = NULL;
+    const char *why = cross_site(r), *nonce, *action, *provider, *key, *hint, *err;
+    int rc;
+
+    if (why) {
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, "status page: action refused, "
+                      "cross-site request (%s)", why);
+        return HTTP_FORBIDDEN;
+    }
+    rc = ap_parse_form_data(r, NULL, &pairs, 16, 8192);
+    if (rc != OK)
+        return rc;
+    nonce = form_field(r, pairs, "nonce");
+    if (!nonce || !aib_status_nonce_equal(sc->status_nonce, nonce)) {
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, "status page: action refused, %s nonce "
+                      "(reload the page after a restart)", nonce ? "wrong" : "no");
+        return HTTP_FORBIDDEN;
+    }
+    action = form_field(r, pairs, "action");
+    provider = form_field(r, pairs, "provider");
+    key = form_field(r, pairs, "key");
+    err = aib_status_apply(r->pool, serving_providers(r->pool, r->server), action, provider,
+                           key, &hint);
+    if (err) {
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, "status page: bad action: %s", err);
+        return HTTP_BAD_REQUEST;
+    }
+    ap_log_rerror(APLOG_MARK, APLOG_NOTICE, 0, r, "status page: %s key #%d (%s) of provider "
+                  "'%s' by %s%s%s", !strcmp(action, "enable") ? "re-enabled" : "cleared the "
+                  "cooldown of", atoi(key) + 1, hint, provider, r->useragent_ip,
+                  r->user ? " user " : "", r->user ? r->user : "");
+    apr_table_setn(r->headers_out, "Location", ap_escape_uri(r->pool, r->uri));
+    apr_table_setn(r->headers_out, "Cache-Control", "no-store");
+    return HTTP_SEE_OTHER;
+}
+
+static int status_handler(request_rec *r)
+{
+    const server_conf_t *sc;
+    const char *body;
+    int rc;
+
+    if (!r->handler || strcmp(r->handler, "aibridge-status"))
+        return DECLINED;
+    r->allowed |= (AP_METHOD_BIT << M_GET) | (AP_METHOD_BIT << M_POST);
+    ap_allow_methods(r, MERGE_ALLOW, "GET", "POST", NULL);   /* the 405's Allow */
+    if (r->method_number == M_POST)
+        return status_action(r);
+    if (r->method_number != M_GET)
+        return HTTP_METHOD_NOT_ALLOWED;
+    if ((rc = ap_discard_request_body(r)) != OK)
+        return rc;
+    sc = ap_get_module_config(r->server->module_config, &aibridge_module);
+    private_page_headers(r);
+    if (wants_json(r)) {
+        ap_set_content_type(r, "application/json");
+        body = apr_pstrcat(r->pool, aib_status_json(r->pool, page_servers(r), now_ms()), "\n",
+                           NULL);
+    }
+    else {
+        ap_set_content_type(r, "text/html; charset=utf-8");
+        body = aib_status_html(r->pool, page_servers(r), now_ms(),
+                               ap_escape_uri(r->pool, r->uri), sc->status_nonce);
+    }
+    if (!r->header_only)
+        ap_rputs(body, r);
+    return OK;
+}
+
+static int metrics_handler(request_rec *r)
+{
+    const char *body;
+    int rc;
+
+    if (!r->handler || strcmp(r->handler, "aibridge-metrics"))
+        return DECLINED;
+    r->allowed |= AP_METHOD_BIT << M_GET;
+    ap_allow_methods(r, MERGE_ALLOW, "GET", NULL);
+    if (r->method_number != M_GET)
+        return HTTP_METHOD_NOT_ALLOWED;
+    if ((rc = ap_discard_request_body(r)) != OK)
+        return rc;
+    ap_set_content_type(r, "text/plain; version=0.0.4; charset=utf-8");
+    apr_table_setn(r->headers_out, "Cache-Control", "no-store");
+    body = aib_status_metrics(r->pool, all_servers(r->pool), now_ms());
+    if (!r->header_only)
+        ap_rputs(body, r);
+    return OK;
+}
+
+/* mod_status's server-status: a section of our own, when it is loaded. */
+static int status_hook(request_rec *r, int flags)
+{
+    apr_array_header_t *servers = all_servers(r->pool);
+
+    if (flags & AP_STATUS_SHORT)
+        ap_rputs(aib_status_text_summary(r->pool, servers, now_ms()), r);
+    else
+        ap_rputs(aib_status_html_summary(r->pool, servers, now_ms(),
+                                         !(flags & AP_STATUS_NOTABLE)), r);
+    return OK;
+}
+
 static void register_hooks(apr_pool_t *p)
 {
     (void)p;
+    ap_hook_pre_config(pre_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_check_config(check_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_open_logs(open_logs, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(aibridge_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_post_config(status_post_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_handler(status_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_handler(metrics_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    APR_OPTIONAL_HOOK(ap, status_hook, status_hook, NULL, NULL, APR_HOOK_MIDDLE);
 }
 
 /* The one symbol the module exports; everything else is hidden. */

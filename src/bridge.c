@@ -10,6 +10,8 @@
 /* A failover response is read whole to classify it; its body is small
  * (a JSON error), anything past this is dropped. */
 #define AIB_ERROR_BODY_MAX (64 * 1024)
+/* Blocking bodies larger than this are relayed but their usage not read. */
+#define AIB_USAGE_BODY_MAX (16 * 1024 * 1024)
 /* Events larger than this are relayed but not inspected. */
 #define AIB_SSE_EVENT_MAX (1024 * 1024)
 
@@ -33,6 +35,11 @@ typedef struct {
     int client_gone;
     int64_t sequence;         /* last Responses sequence_number */
     aib_sse_parser_t *sse;
+    aib_usage_reader_t *usage;  /* a blocking body's usage, read as relayed */
+    int rewrite;              /* events re-emitted one by one (usage hidden) */
+    char *frame;              /* emit()'s buffer */
+    apr_size_t frame_cap;
+    aib_usage_kind_e usage_kind;
     char *held;
     apr_size_t held_len;
 } attempt_t;
@@ -84,6 +91,51 @@ static int is_event_stream(const apr_table_t *headers)
     return ct && !strncasecmp(ct, "text/event-stream", 17);
 }
 
+static void commit(attempt_t *a);
+static int relay(attempt_t *a, const char *data, apr_size_t len);
+
+/* Re-emits one event as the client should see it: without the usage the
+ * module asked for on the client's behalf. Works in one buffer reused for
+ * every event, so a long stream runs in constant memory. */
+static int emit(attempt_t *a, const char *event, const char *data, apr_size_t len)
+{
+    apr_size_t event_len = event ? strlen(event) : 0, kept, n = 0, i;
+    /* The frame (worst case: a "data: " prefix for every line), then room
+     * for the stripped data. */
+    apr_size_t need = event_len + 8 + 7 * (len + 1) + 2 + len;
+    char *out;
+
+    if (a->inspecting) {
+        a->inspecting = 0;
+        commit(a);
+    }
+    if (need > a->frame_cap) {
+        a->frame_cap = need * 2;
+        a->frame = apr_palloc(a->pool, a->frame_cap);
+    }
+    out = a->frame + need - len;
+    if (!aib_usage_strip(data, len, out, &kept))
+        return 0;
+    if (event) {
+        memcpy(a->frame, "event: ", 7);
+        memcpy(a->frame + 7, event, event_len);
+        a->frame[7 + event_len] = '\n';
+        n = event_len + 8;
+    }
+    memcpy(a->frame + n, "data: ", 6);
+    n += 6;
+    for (i = 0; i < kept; i++) {
+        a->frame[n++] = out[i];
+        if (out[i] == '\n') {
+            memcpy(a->frame + n, "data: ", 6);
+            n += 6;
+        }
+    }
+    a->frame[n++] = '\n';
+    a->frame[n++] = '\n';
+    return relay(a, a->frame, n);
+}
+
 /* Learns from each event: the first may be a key's failure in disguise,
  * the others only tell where the stream stands. */
 static int on_event(void *ctx, const char *event, const char *data, apr_size_t len)
@@ -106,7 +158,8 @@ static int on_event(void *ctx, const char *event, const char *data, apr_size_t l
     seq = strstr(data, "\"sequence_number\":");
     if (seq)
         a->sequence = strtoll(seq + 18, NULL, 10);
-    return 0;
+    aib_usage_from_event(&a->ic->usage, a->ic->pool, a->usage_kind, event, data, len);
+    return a->rewrite ? emit(a, event, data, len) : 0;
 }
 
 static void commit(attempt_t *a)
@@ -115,6 +168,8 @@ static void commit(attempt_t *a)
 
     a->committed = 1;
     ic->status = a->status;
+    if (!ic->first_byte_ms)
+        ic->first_byte_ms = ic->now_ms();
     ic->sink->start(ic->sink->ctx, a->status, aib_client_response_headers(a->pool, a->headers));
 }
 
@@ -122,15 +177,22 @@ static int on_response(void *ctx, int status, apr_table_t *headers)
 {
     attempt_t *a = ctx;
     aib_interception_t *ic = a->ic;
+    int ok = status < 300;
 
     a->status = status;
     a->headers = headers;
     a->event_stream = is_event_stream(headers);
     if (a->event_stream)
         a->sse = aib_sse_parser_create(a->pool, AIB_SSE_EVENT_MAX, on_event, a);
-    if (!ic->client_key && aib_provider_fails_over(ic->provider, status))
+    if (!ic->client_key && aib_provider_fails_over(ic->provider, status)) {
         a->fail_over = 1;
-    else if (!ic->client_key && a->event_stream && status < 300)
+        return 0;
+    }
+    a->rewrite = ic->strip_usage && a->event_stream && ok;
+    if (!a->event_stream && ok && a->usage_kind != AIB_USAGE_NONE)
+        a->usage = aib_usage_reader_create(a->pool, a->usage_kind, &ic->usage,
+                                           AIB_USAGE_BODY_MAX);
+    if (!ic->client_key && a->event_stream && ok)
         a->inspecting = 1;   /* until its first event says it is no failure */
     else
         commit(a);
@@ -174,6 +236,11 @@ static int on_data(void *ctx, const char *data, apr_size_t len)
         hold(a, data, len);
         return 0;
     }
+    if (a->rewrite) {
+        /* Nothing goes out raw: emit() sends each event once it is whole. */
+        aib_sse_feed(a->sse, data, len);
+        return a->event_fault || a->client_gone;
+    }
     if (a->inspecting) {
         apr_size_t kept = hold(a, data, len);
         /* A first event larger than the hold is no error event: let it go. */
@@ -182,6 +249,8 @@ static int on_data(void *ctx, const char *data, apr_size_t len)
     }
     else if (relay(a, data, len))
         return 1;
+    if (a->usage)
+        aib_usage_reader_feed(a->usage, data, len);
     if (a->sse)
         aib_sse_feed(a->sse, data, len);
     if (a->event_fault)
@@ -231,6 +300,8 @@ static attempt_result_e take_failover(attempt_t *a, int i, aib_fault_e fault, co
     const aib_provider_t *pv = ic->provider;
     int64_t now = ic->now_ms();
 
+    if (fault != AIB_FAULT_NONE)
+        aib_key_note_failure(pv->pool, i, now, aib_fault_status(fault));
     if (fault == AIB_FAULT_NONE) {
         logf_(ic, AIB_LOG_INFO, "provider '%s': %s %s, not the key's fault: relayed",
               pv->name, describe_key(ic, i), what);
@@ -244,6 +315,7 @@ static attempt_result_e take_failover(attempt_t *a, int i, aib_fault_e fault, co
                                                               : AIB_REASON_FORBIDDEN;
         aib_key_disable(pv->pool, i, pv->disable_for_ms ? now + pv->disable_for_ms : AIB_FOREVER,
                         reason);
+        aib_stats_transition(pv->stats, reason);
         logf_(ic, AIB_LOG_WARNING, "provider '%s': %s %s: disabled %s, trying the next key",
               pv->name, describe_key(ic, i), what,
               pv->disable_for_ms ? apr_psprintf(ic->pool, "for %" APR_INT64_T_FMT " s",
@@ -258,9 +330,10 @@ static attempt_result_e take_failover(attempt_t *a, int i, aib_fault_e fault, co
         int64_t ms = fault == AIB_FAULT_QUOTA
                      ? pv->max_cooldown_ms
                      : aib_cooldown_ms(a->headers, now, pv->cooldown_ms, pv->max_cooldown_ms, &source);
-        aib_key_cooldown(pv->pool, i, now + ms,
-                         fault == AIB_FAULT_QUOTA ? AIB_REASON_QUOTA : AIB_REASON_RATE_LIMITED);
-        logf_(ic, AIB_LOG_WARNING, "provider '%s': %s %s%s: cooling down for %.3f s (%s), "
+        aib_reason_e reason = fault == AIB_FAULT_QUOTA ? AIB_REASON_QUOTA : AIB_REASON_RATE_LIMITED;
+        aib_key_cooldown(pv->pool, i, now + ms, reason);
+        aib_stats_transition(pv->stats, reason);
+        logf_(ic, AIB_LOG_INFO, "provider '%s': %s %s%s: cooling down for %.3f s (%s), "
               "trying the next key", pv->name, describe_key(ic, i), what,
               fault == AIB_FAULT_QUOTA ? " (insufficient_quota)" : "", ms / 1000.0,
               fault == AIB_FAULT_QUOTA ? "max-cooldown=" : sources[source]);
@@ -284,6 +357,7 @@ static attempt_result_e attempt(aib_interception_t *ic, const char *key, int i)
     memset(&a, 0, sizeof(a));
     a.ic = ic;
     a.sequence = -1;
+    a.usage_kind = aib_usage_kind(ic->route.name);
     apr_pool_create(&a.pool, ic->pool);
     a.held = apr_palloc(a.pool, AIB_ERROR_BODY_MAX);
     handler.ctx = &a;
@@ -304,10 +378,16 @@ static attempt_result_e attempt(aib_interception_t *ic, const char *key, int i)
     req.ca_file = pv->ca_file;
 
     ic->attempts++;
+    ic->key_index = i;
     ic->key_hint = i >= 0 ? APR_ARRAY_IDX(pv->pool->keys, i, aib_key_t).hint : "byok";
+    APR_ARRAY_PUSH(ic->tried, const char *) = ic->key_hint;
     if (i >= 0)
         aib_key_count_attempt(pv->pool, i, ic->now_ms());
     result = ic->transport->perform(ic->transport, a.pool, &req, &handler, &error);
+    if (a.status)
+        ic->upstream_status = a.status;
+    if (a.usage)
+        aib_usage_reader_finish(a.usage);
     if (i >= 0 && a.status)
         aib_key_count_status(pv->pool, i, a.event_fault ? aib_fault_status(a.event_fault)
                                                         : a.status);
@@ -356,6 +436,9 @@ static attempt_result_e attempt(aib_interception_t *ic, const char *key, int i)
             ic->outcome = a.status < 400 ? AIB_OUTCOME_OK : AIB_OUTCOME_UPSTREAM_ERROR;
         }
     }
+    if (i >= 0 && next == ATTEMPT_DONE && ic->usage.seen)
+        aib_key_count_tokens(pv->pool, i, ic->usage.input, ic->usage.output,
+                             ic->usage.cache_read, ic->usage.cache_write);
     apr_pool_destroy(a.pool);
     return next;
 }
@@ -366,6 +449,7 @@ static void exhausted(aib_interception_t *ic)
     aib_exhaustion_t ex = aib_keypool_exhaustion(pv->pool, ic->now_ms());
 
     ic->outcome = AIB_OUTCOME_EXHAUSTED;
+    aib_stats_exhaustion(pv->stats, ex.kind);
     if (ex.kind == AIB_EXHAUSTED_AUTH_FAILED) {
         logf_(ic, AIB_LOG_ERROR, "provider '%s': every key of pool '%s' failed authentication",
               pv->name, pv->pool->name);
@@ -381,12 +465,22 @@ static void exhausted(aib_interception_t *ic)
                       NULL, ex.retry_after_s);
 }
 
+void aib_interception_init(aib_interception_t *ic, apr_pool_t *pool)
+{
+    ic->pool = pool;
+    ic->key_index = -1;
+    ic->tried = apr_array_make(pool, 3, sizeof(const char *));
+    aib_usage_init(&ic->usage, pool);
+}
+
 void aib_bridge_run(aib_interception_t *ic)
 {
     const aib_provider_t *pv = ic->provider;
     aib_walker_t walker;
     int i;
 
+    if (!ic->tried)
+        aib_interception_init(ic, ic->pool);
     ic->outcome = AIB_OUTCOME_OK;
     if (ic->client_key) {
         attempt(ic, ic->client_key, -1);

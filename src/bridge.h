@@ -13,6 +13,7 @@
 #include "config.h"
 #include "provider.h"
 #include "transport.h"
+#include "usage.h"
 
 typedef enum {
     AIB_LOG_ERROR,
@@ -56,15 +57,24 @@ typedef struct {
     apr_size_t body_len;
     int stream;                    /* the client asked for a stream */
     const char *client_key;        /* BYOK: exactly one attempt; NULL: the pool */
+    int strip_usage;               /* the module asked a chat stream for usage: hide it */
     aib_transport_t *transport;
     const aib_sink_t *sink;
     int64_t (*now_ms)(void);
     /* What happened. */
     int status;                    /* given to the client */
+    int upstream_status;           /* of the last upstream answer, 0: none */
     int attempts;
+    int key_index;                 /* pool key that answered last, -1: none or BYOK */
     const char *key_hint;          /* the key that answered last */
+    apr_array_header_t *tried;     /* const char *: hints of the keys tried, in order */
+    int64_t first_byte_ms;         /* when the response was committed, 0: never */
+    aib_usage_t usage;
     aib_outcome_e outcome;
 } aib_interception_t;
+
+/* Makes a zeroed interception ready (the outcome fields). */
+void aib_interception_init(aib_interception_t *ic, apr_pool_t *pool);
 
 /* Runs the interception to its end; everything reaches the client through
  * the sink. */

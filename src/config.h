@@ -8,6 +8,7 @@
 
 #include "keypool.h"
 #include "provider.h"
+#include "stats.h"
 
 typedef struct {
     const char *name;
@@ -15,6 +16,7 @@ typedef struct {
     const char *base_url;          /* without trailing slash */
     const char *pool_name;         /* NULL: no pool= */
     aib_keypool_t *pool;           /* resolved once the whole configuration is read */
+    aib_provider_stats_t *stats;   /* in shared memory, once assigned */
     int byok;
     int64_t cooldown_ms;
     int64_t max_cooldown_ms;

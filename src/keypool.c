@@ -86,6 +86,12 @@ static void slot_reset(aib_slot_t *slot, uint64_t fingerprint)
     STORE(&slot->unauthorized, 0);
     STORE(&slot->forbidden, 0);
     STORE(&slot->last_used_ms, 0);
+    STORE(&slot->last_failure_ms, 0);
+    STORE(&slot->last_failure_status, 0);
+    STORE(&slot->tokens_input, 0);
+    STORE(&slot->tokens_output, 0);
+    STORE(&slot->tokens_cache_read, 0);
+    STORE(&slot->tokens_cache_write, 0);
     /* Owner last: a writer that checks the fingerprint sees a clean slot. */
     STORE(&slot->fingerprint, fingerprint);
 }
@@ -101,6 +107,12 @@ static void slot_copy(aib_slot_t *to, const aib_slot_t *from)
     STORE(&to->unauthorized, LOAD(&from->unauthorized));
     STORE(&to->forbidden, LOAD(&from->forbidden));
     STORE(&to->last_used_ms, LOAD(&from->last_used_ms));
+    STORE(&to->last_failure_ms, LOAD(&from->last_failure_ms));
+    STORE(&to->last_failure_status, LOAD(&from->last_failure_status));
+    STORE(&to->tokens_input, LOAD(&from->tokens_input));
+    STORE(&to->tokens_output, LOAD(&from->tokens_output));
+    STORE(&to->tokens_cache_read, LOAD(&from->tokens_cache_read));
+    STORE(&to->tokens_cache_write, LOAD(&from->tokens_cache_write));
 }
 
 void aib_keystore_assign(aib_keystore_t *to, const aib_keystore_t *from,
@@ -232,6 +244,26 @@ void aib_key_enable(const aib_keypool_t *kp, int i)
     STORE(&slot->cooldown_reason, AIB_REASON_NONE);
 }
 
+void aib_key_clear_disabled(const aib_keypool_t *kp, int i)
+{
+    aib_slot_t *slot = slot_of(kp, i);
+
+    if (!slot)
+        return;
+    STORE(&slot->disabled_until_ms, 0);
+    STORE(&slot->disabled_reason, AIB_REASON_NONE);
+}
+
+void aib_key_clear_cooldown(const aib_keypool_t *kp, int i)
+{
+    aib_slot_t *slot = slot_of(kp, i);
+
+    if (!slot)
+        return;
+    STORE(&slot->cooldown_until_ms, 0);
+    STORE(&slot->cooldown_reason, AIB_REASON_NONE);
+}
+
 void aib_key_count_attempt(const aib_keypool_t *kp, int i, int64_t now_ms)
 {
     aib_slot_t *slot = slot_of(kp, i);
@@ -256,6 +288,29 @@ void aib_key_count_status(const aib_keypool_t *kp, int i, int status)
         ADD(&slot->forbidden, 1);
 }
 
+void aib_key_note_failure(const aib_keypool_t *kp, int i, int64_t now_ms, int status)
+{
+    aib_slot_t *slot = slot_of(kp, i);
+
+    if (!slot)
+        return;
+    STORE(&slot->last_failure_status, (uint64_t)status);
+    STORE(&slot->last_failure_ms, now_ms);
+}
+
+void aib_key_count_tokens(const aib_keypool_t *kp, int i, int64_t input, int64_t output,
+                          int64_t cache_read, int64_t cache_write)
+{
+    aib_slot_t *slot = slot_of(kp, i);
+
+    if (!slot)
+        return;
+    ADD(&slot->tokens_input, (uint64_t)(input > 0 ? input : 0));
+    ADD(&slot->tokens_output, (uint64_t)(output > 0 ? output : 0));
+    ADD(&slot->tokens_cache_read, (uint64_t)(cache_read > 0 ? cache_read : 0));
+    ADD(&slot->tokens_cache_write, (uint64_t)(cache_write > 0 ? cache_write : 0));
+}
+
 void aib_key_snapshot(const aib_keypool_t *kp, int i, aib_slot_t *out)
 {
     const aib_slot_t *slot = slot_of(kp, i);
@@ -273,6 +328,12 @@ void aib_key_snapshot(const aib_keypool_t *kp, int i, aib_slot_t *out)
     out->unauthorized = LOAD(&slot->unauthorized);
     out->forbidden = LOAD(&slot->forbidden);
     out->last_used_ms = LOAD(&slot->last_used_ms);
+    out->last_failure_ms = LOAD(&slot->last_failure_ms);
+    out->last_failure_status = LOAD(&slot->last_failure_status);
+    out->tokens_input = LOAD(&slot->tokens_input);
+    out->tokens_output = LOAD(&slot->tokens_output);
+    out->tokens_cache_read = LOAD(&slot->tokens_cache_read);
+    out->tokens_cache_write = LOAD(&slot->tokens_cache_write);
 }
 
 void aib_walker_init(aib_walker_t *w, const aib_keypool_t *kp)

@@ -42,6 +42,12 @@ typedef struct {
     uint64_t unauthorized;      /* 401s */
     uint64_t forbidden;         /* 403s */
     int64_t last_used_ms;
+    int64_t last_failure_ms;    /* last time the key was marked */
+    uint64_t last_failure_status;
+    uint64_t tokens_input;
+    uint64_t tokens_output;
+    uint64_t tokens_cache_read;
+    uint64_t tokens_cache_write;
 } aib_slot_t;
 
 typedef struct {
@@ -92,9 +98,18 @@ aib_key_state_e aib_key_state(const aib_keypool_t *kp, int i, int64_t now_ms,
 void aib_key_cooldown(const aib_keypool_t *kp, int i, int64_t until_ms, aib_reason_e reason);
 void aib_key_disable(const aib_keypool_t *kp, int i, int64_t until_ms, aib_reason_e reason);
 void aib_key_enable(const aib_keypool_t *kp, int i);
+/* The operator's actions on the status page: one deadline each (enable
+ * above clears both). */
+void aib_key_clear_disabled(const aib_keypool_t *kp, int i);
+void aib_key_clear_cooldown(const aib_keypool_t *kp, int i);
 /* Counts an upstream attempt with key i and, once known, its status. */
 void aib_key_count_attempt(const aib_keypool_t *kp, int i, int64_t now_ms);
 void aib_key_count_status(const aib_keypool_t *kp, int i, int status);
+/* Key i was marked after answering `status`, for the status page. */
+void aib_key_note_failure(const aib_keypool_t *kp, int i, int64_t now_ms, int status);
+/* Tokens that key i served. */
+void aib_key_count_tokens(const aib_keypool_t *kp, int i, int64_t input, int64_t output,
+                          int64_t cache_read, int64_t cache_write);
 /* A consistent-enough copy of key i's slot for display. */
 void aib_key_snapshot(const aib_keypool_t *kp, int i, aib_slot_t *out);
 

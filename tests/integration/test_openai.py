@@ -1,12 +1,12 @@
 """The OpenAI bridge end to end: a real httpd with the module, the mock upstream.
 
 Routes, input checks, header and body forwarding, key failover and cooldowns,
-streaming (timing, mid-stream failures), transport errors, client aborts and
-upstream connection reuse.
+first-event failover, streaming (timing, mid-stream failures), transport
+errors, client aborts and upstream connection reuse. The helpers shared with
+test_anthropic.py are in bridging.py.
 """
 
 import base64
-import datetime
 import hashlib
 import json
 import os
@@ -15,19 +15,18 @@ import socket
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
 
-from conftest import SLOW, bridge_config, free_port
+from bridging import (CHAT, RESPONSES, SCENARIOS, assert_complete, assert_error,
+                      assert_stream_error, call, r429, request_body, rfc3339_in,
+                      run_failover_scenario, starter, stream_events, wire)
+from conftest import free_port
 
-CHAT = "/v1/chat/completions"
-RESPONSES = "/v1/responses"
 ROUTES = [CHAT, RESPONSES]
 ROUTE_IDS = {CHAT: "chat", RESPONSES: "responses"}
-REPLY = "Hello from the mock upstream."
 
 route_param = pytest.mark.parametrize("route", ROUTES, ids=ROUTE_IDS.get)
 stream_param = pytest.mark.parametrize("stream", [False, True], ids=["blocking", "streaming"])
@@ -35,142 +34,6 @@ stream_param = pytest.mark.parametrize("stream", [False, True], ids=["blocking",
 
 # --------------------------------------------------------------------------
 # Helpers
-
-def request_body(route, stream=False):
-    body = {"model": "gpt-4o-mini"}
-    if route == CHAT:
-        body["messages"] = [{"role": "user", "content": "Hi"}]
-    else:
-        body["input"] = "Hi"
-    if stream:
-        body["stream"] = True
-    return body
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: requests.structures.CaseInsensitiveDict
-    body: bytes
-    events: list = field(default_factory=list)  # [(event or None, data)] of an SSE body
-    times: list = field(default_factory=list)   # monotonic arrival time of each event
-    sent: float = 0.0                           # monotonic time the request left
-
-    def json(self):
-        return json.loads(self.body)
-
-    def data(self):
-        """The events' data, parsed where it is JSON."""
-        out = []
-        for _, data in self.events:
-            try:
-                out.append(json.loads(data))
-            except ValueError:
-                out.append(data)
-        return out
-
-
-def call(httpd, route=CHAT, stream=False, body=None, headers=None, method="POST",
-         provider="openai", session=None):
-    """One request through the bridge, read to its end; SSE bodies are parsed
-    event by event as they arrive."""
-    if body is None and method == "POST":
-        body = request_body(route, stream)
-    if isinstance(body, (dict, list)):
-        body = json.dumps(body).encode()
-    headers = {"Content-Type": "application/json", **(headers or {})}
-    sent = time.monotonic()
-    r = (session or requests).request(method, f"{httpd.url}/ai/{provider}{route}", data=body,
-                                      headers=headers, stream=True, timeout=30 * SLOW)
-    reply = Reply(r.status_code, r.headers, b"", sent=sent)
-    sse = r.headers.get("Content-Type", "").startswith("text/event-stream")
-    buffer = b""
-    # Each HTTP chunk is handed over as it arrives (urllib3's read_chunked).
-    for chunk in r.iter_content(chunk_size=None):
-        reply.body += chunk
-        buffer += chunk
-        while sse and b"\n\n" in buffer:
-            frame, buffer = buffer.split(b"\n\n", 1)
-            event, data = None, []
-            for line in frame.decode().split("\n"):
-                name, _, value = line.partition(":")
-                value = value[1:] if value.startswith(" ") else value
-                if name == "event":
-                    event = value
-                elif name == "data":
-                    data.append(value)
-            if data:
-                reply.events.append((event, "\n".join(data)))
-                reply.times.append(time.monotonic())
-    r.close()
-    return reply
-
-
-def assert_error(reply, status, type_, code, message=None):
-    """The module's own error in OpenAI's shape."""
-    assert reply.status == status, reply.body
-    assert reply.headers["Content-Type"].startswith("application/json")
-    error = reply.json()["error"]
-    assert error["type"] == type_ and error["code"] == code, error
-    assert isinstance(error["message"], str) and error["message"]
-    if message is not None:
-        assert error["message"] == message
-    return error
-
-
-def assert_complete(reply, route, stream):
-    """The mock's default answer, blocking or streamed, reached the client whole."""
-    assert reply.status == 200, reply.body
-    assert "Set-Cookie" not in reply.headers
-    if not stream:
-        assert reply.headers["Content-Type"] == "application/json"
-        answer = reply.json()
-        text = (answer["choices"][0]["message"]["content"] if route == CHAT
-                else answer["output"][0]["content"][0]["text"])
-        assert text == REPLY
-        return
-    assert reply.headers["Content-Type"].startswith("text/event-stream")
-    assert reply.headers["Cache-Control"] == "no-cache"
-    assert "Content-Length" not in reply.headers
-    data = reply.data()
-    if route == CHAT:
-        assert data[-1] == "[DONE]"
-        text = "".join(d["choices"][0]["delta"].get("content", "") for d in data[:-1]
-                       if d["choices"])
-    else:
-        assert reply.events[-1][0] == "response.completed"
-        text = "".join(d["delta"] for d in data if d["type"] == "response.output_text.delta")
-    assert text == REPLY
-
-
-def stream_events(route, n, complete=True):
-    """Mock `events` for a stream of n text deltas, with or without its final event."""
-    if route == CHAT:
-        events = [{"data": {"id": "c", "object": "chat.completion.chunk",
-                            "choices": [{"index": 0, "delta": {"content": f"t{i}"}}]}}
-                  for i in range(n)]
-        return events + ([{"data": "[DONE]"}] if complete else [])
-    kinds = ["response.created"] + ["response.output_text.delta"] * n
-    kinds += ["response.completed"] if complete else []
-    return [{"event": kind, "data": {"type": kind, "sequence_number": seq, "delta": f"t{seq}"}}
-            for seq, kind in enumerate(kinds)]
-
-
-def assert_stream_error(reply, route, code, message_part=""):
-    """The last event is the module's error event, in the route's format."""
-    event, data = reply.events[-1]
-    error = json.loads(data)
-    if route == CHAT:
-        assert event is None
-        assert error["error"]["type"] == "api_error" and error["error"]["code"] == code, error
-        assert message_part in error["error"]["message"]
-    else:
-        assert event == "error"
-        last = json.loads(reply.events[-2][1])["sequence_number"]
-        assert error == {"type": "error", "code": code, "message": error["message"],
-                         "param": None, "sequence_number": last + 1}
-        assert message_part in error["message"]
-
 
 def wait_for(predicate, timeout):
     deadline = time.monotonic() + timeout
@@ -185,16 +48,7 @@ def wait_for(predicate, timeout):
 def start(httpd, mock):
     """start(*options, providers=[...], extra=""): httpd with provider 'openai'
     (pool main: k0 k1 k2, cooldown=60, plus `options`) and more providers."""
-    def start(*options, providers=(), extra=""):
-        main = " ".join([f"openai openai {mock.url} pool=main cooldown=60", *options])
-        httpd.write_config(bridge_config(mock.url, providers=[main, *providers], extra=extra))
-        httpd.start()
-        return httpd
-    return start
-
-
-def r429(retry_after):
-    return {"status": 429, "headers": {"Retry-After": str(retry_after)}}
+    return starter(httpd, mock, "openai")
 
 
 # --------------------------------------------------------------------------
@@ -440,46 +294,7 @@ def test_upstream_status_and_body_relayed(bridge, mock):
 # --------------------------------------------------------------------------
 # Failover
 
-EXHAUSTED_429 = {"message": "all configured keys are rate-limited (retry after 3s)",
-                 "type": "rate_limit_error", "code": "rate_limit_exceeded"}
-EXHAUSTED_AUTH = {"message": "all configured keys failed authentication",
-                  "type": "api_error", "code": "server_error"}
-
-
-@dataclass
-class Scenario:
-    scripts: dict            # key -> mock specs
-    status: int              # what the client gets
-    keys: list               # keys upstream saw
-    then_status: int         # a second request, with no client key ...
-    then_keys: list          # ... and the keys seen after it
-    error: dict = None       # the module's own error (message, type, code)
-    retry_after: str = None  # Retry-After header given to the client
-    client_key: str = None   # BYOK: Authorization: Bearer <client_key>
-
-
-SCENARIOS = {
-    "single_valid_key": Scenario({}, 200, ["k0"], 200, ["k0", "k0"]),
-    # k0 is cooling: the second request goes straight to k1.
-    "failover_after_429": Scenario({"k0": [r429(5)]}, 200, ["k0", "k1"], 200, ["k0", "k1", "k1"]),
-    "failover_after_401": Scenario({"k0": [{"status": 401}]}, 200, ["k0", "k1"],
-                                   200, ["k0", "k1", "k1"]),
-    "failover_after_403": Scenario({"k0": [{"status": 403}]}, 200, ["k0", "k1"],
-                                   200, ["k0", "k1", "k1"]),
-    # The second request is answered at once, without an upstream call.
-    "all_keys_rate_limited": Scenario({"k0": [r429(5)], "k1": [r429(3)], "k2": [r429(10)]},
-                                      429, ["k0", "k1", "k2"], 429, ["k0", "k1", "k2"],
-                                      error=EXHAUSTED_429, retry_after="3"),
-    "all_keys_unauthorized": Scenario({k: [{"status": 401}] for k in ("k0", "k1", "k2")},
-                                      502, ["k0", "k1", "k2"], 502, ["k0", "k1", "k2"],
-                                      error=EXHAUSTED_AUTH),
-    "server_error_no_failover": Scenario({"k0": [{"status": 500}]}, 500, ["k0"],
-                                         200, ["k0", "k0"]),
-    # The client's own key: one attempt, relayed as it is, the pool untouched.
-    "byok_no_failover": Scenario({"user-key": [r429(5)]}, 429, ["user-key"],
-                                 200, ["user-key", "k0"], retry_after="5",
-                                 client_key="user-key"),
-}
+# The table (SCENARIOS) is shared with test_anthropic.py: bridging.py.
 SANITIZED = {("failover_after_429", CHAT, True), ("all_keys_rate_limited", CHAT, False)}
 
 
@@ -495,31 +310,7 @@ def scenario_params():
 
 @pytest.mark.parametrize("name, route, stream", scenario_params())
 def test_failover(start, mock, name, route, stream):
-    sc = SCENARIOS[name]
-    httpd = start("byok=on")
-    httpd.allow_errors(r"every key of pool 'main' failed authentication")
-    for key, specs in sc.scripts.items():
-        mock.script(key, *specs)
-    headers = {"Authorization": f"Bearer {sc.client_key}"} if sc.client_key else {}
-
-    reply = call(httpd, route, stream, headers=headers)
-    assert reply.status == sc.status, reply.body
-    assert mock.keys() == sc.keys
-    assert reply.headers.get("Retry-After") == sc.retry_after
-    if sc.status == 200:
-        assert_complete(reply, route, stream)
-    elif sc.error:
-        assert_error(reply, sc.status, sc.error["type"], sc.error["code"], sc.error["message"])
-    else:  # the upstream's own error, relayed
-        assert reply.json()["error"]["message"].startswith(f"Mock upstream: {sc.status}")
-
-    then = call(httpd, route, stream)
-    assert then.status == sc.then_status, then.body
-    assert mock.keys() == sc.then_keys
-    if sc.error:
-        assert_error(then, sc.then_status, sc.error["type"], sc.error["code"])
-        if sc.retry_after:
-            assert 1 <= int(then.headers["Retry-After"]) <= 3
+    run_failover_scenario(start, mock, name, route, stream)
 
 
 def test_byok_off_drops_client_key(bridge, mock):
@@ -627,9 +418,45 @@ def test_failover_option_limits_statuses(start, mock):
     assert mock.keys() == ["k0", "k0", "k1"]
 
 
-def rfc3339_in(seconds):
-    at = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=seconds)
-    return at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def first_error_event(route, code, message="Rate limit reached for k0"):
+    """An error as the first (and only) event of a 200 stream, in the route's format."""
+    if route == CHAT:
+        return {"data": {"error": {"message": message, "type": "requests", "param": None,
+                                   "code": code}}}
+    return {"event": "error", "data": {"type": "error", "code": code, "message": message,
+                                       "param": None, "sequence_number": 0}}
+
+
+@pytest.mark.parametrize("route, code, reason", [
+    pytest.param(CHAT, "rate_limit_exceeded", "cooling down", id="chat-rate_limit_exceeded"),
+    pytest.param(RESPONSES, "rate_limit_exceeded", "cooling down",
+                 id="responses-rate_limit_exceeded"),
+    pytest.param(CHAT, "invalid_api_key", "disabled", id="chat-invalid_api_key"),
+])
+def test_first_event_error_fails_over(bridge, mock, route, code, reason):
+    # A 200 stream whose first event is a key's failure is that failure:
+    # nothing of it reaches the client, the next key answers.
+    mock.script("k0", {"events": [first_error_event(route, code)]})
+    reply = call(bridge, route, stream=True)
+    assert_complete(reply, route, True)
+    assert b"Rate limit reached" not in reply.body
+    assert all(event != "error" and '{"error"' not in data for event, data in reply.events)
+    assert mock.keys() == ["k0", "k1"]
+    assert bridge.log_lines(r"key #1 .* answered 200 with an error event: " + reason)
+    assert call(bridge, route, stream=True).status == 200
+    assert mock.keys() == ["k0", "k1", "k1"]
+
+
+@route_param
+def test_first_event_other_error_is_relayed(bridge, mock, route):
+    # An error that is not the key's: relayed as it is, nothing marked.
+    events = [first_error_event(route, "server_error", "The server had an error")]
+    mock.script("k0", {"events": events})
+    reply = call(bridge, route, stream=True)
+    assert reply.status == 200
+    assert reply.events == wire(events)
+    assert call(bridge, route, stream=True).status == 200
+    assert mock.keys() == ["k0", "k0"]
 
 
 @pytest.mark.parametrize("options, headers, wait", [
@@ -728,8 +555,7 @@ def test_upstream_error_event_is_relayed_unchanged(bridge, mock, route):
     mock.script("k0", {"events": events})
     reply = call(bridge, route, stream=True)
     assert reply.status == 200
-    assert reply.events == [(e.get("event"), json.dumps(e["data"], separators=(",", ":")))
-                            for e in events]
+    assert reply.events == wire(events)
 
 
 # --------------------------------------------------------------------------

@@ -605,9 +605,9 @@ static void test_failover_429_retry_after(void **state)
     assert_string_equal(ic->key_hint, hint(kp, 1));
     assert_counters(kp, 0, 1, 1, 0, 0);
     assert_counters(kp, 1, 1, 0, 0, 0);
-    assert_true(logged(AIB_LOG_WARNING, "sk-t...keya"));
-    assert_true(logged(AIB_LOG_WARNING, "Retry-After"));
-    assert_true(logged(AIB_LOG_WARNING, "429"));
+    assert_true(logged(AIB_LOG_INFO, "sk-t...keya"));
+    assert_true(logged(AIB_LOG_INFO, "Retry-After"));
+    assert_true(logged(AIB_LOG_INFO, "429"));
     assert_no_secret(kp);
 
     /* The next request skips the cooling key, until its deadline. */
@@ -762,7 +762,7 @@ static void test_insufficient_quota_cools_for_max(void **state)
     assert_counters(kp, 0, 1, 1, 0, 0);
     assert_int_equal(rec.status, 200);
     assert_string_equal(body_of(), OK_BODY);
-    assert_true(logged(AIB_LOG_WARNING, "insufficient_quota"));
+    assert_true(logged(AIB_LOG_INFO, "insufficient_quota"));
 }
 
 /* ---- exhaustion -------------------------------------------------------- */
@@ -1665,6 +1665,385 @@ static void test_failover_then_stream(void **state)
     assert_key(kp, 0, AIB_KEY_COOLING, AIB_REASON_RATE_LIMITED, NOW + 3000);
 }
 
+/* ---- first-event inspection -------------------------------------------- */
+/* A 2xx stream is held back until its first event is whole: an error event
+ * that is a key's failure fails over like its status would. */
+
+#define ANT_ERROR_EVENT(type, message) \
+    "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"" type "\"," \
+    "\"message\":\"" message "\"}}\n\n"
+#define ANT_RATE_LIMIT_EVENT \
+    ANT_ERROR_EVENT("rate_limit_error", "Number of request tokens has exceeded your rate limit")
+#define ANT_START "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{}}\n\n"
+#define ANT_DELTA "event: content_block_delta\ndata: {\"type\":\"content_block_delta\"," \
+    "\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n"
+#define ANT_STOP "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"
+
+static void assert_anthropic_call(int n, const char *tag)
+{
+    const apr_table_t *h = transport.calls[n].headers;
+
+    assert_string_equal(apr_table_get(h, "x-api-key"), key_value(tag));
+    assert_null(apr_table_get(h, "Authorization"));
+}
+
+static void test_first_event_rate_limit_fails_over(void **state)
+{
+    aib_keypool_t *kp = keypool("a", "b", NULL);
+    aib_provider_t *pv = ANTHROPIC(kp);
+    aib_interception_t *ic = interception(pv, MESSAGES, 1);
+    const step_t steps[] = {
+        { 200, { SSE_HEADERS, "retry-after", "7", "request-id", "req_1", NULL },
+          { ANT_RATE_LIMIT_EVENT, ANT_STOP, NULL }, AIB_XFER_OK, NULL },
+        { 200, { SSE_HEADERS, "request-id", "req_2", NULL },
+          { ANT_START, ANT_DELTA, ANT_STOP, NULL }, AIB_XFER_OK, NULL },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+
+    assert_int_equal(transport.ncalls, 2);
+    assert_anthropic_call(0, "a");
+    assert_anthropic_call(1, "b");
+    /* The first attempt ended at its first event. */
+    assert_true(transport.calls[0].stopped);
+    assert_int_equal(transport.calls[0].chunks_delivered, 0);
+    /* The 200's own retry-after set the cooldown, as on a 429. */
+    assert_key(kp, 0, AIB_KEY_COOLING, AIB_REASON_RATE_LIMITED, NOW + 7000);
+    ASSERT_AVAILABLE(kp, 1);
+    assert_counters(kp, 0, 1, 1, 0, 0);
+    assert_counters(kp, 1, 1, 0, 0, 0);
+
+    /* The sink saw the second attempt only. */
+    assert_int_equal(rec.starts, 1);
+    assert_int_equal(rec.status, 200);
+    assert_string_equal(header("request-id"), "req_2");
+    assert_string_equal(body_of(), ANT_START ANT_DELTA ANT_STOP);
+    assert_int_equal(rec.writes_before_start, 0);
+    assert_all_flushed();
+    assert_int_equal(ic->outcome, AIB_OUTCOME_OK);
+    assert_int_equal(ic->attempts, 2);
+    assert_string_equal(ic->key_hint, hint(kp, 1));
+    assert_true(logged(AIB_LOG_INFO, "answered 200 with an error event"));
+    assert_true(logged(AIB_LOG_INFO, "Retry-After"));
+    assert_no_secret(kp);
+}
+
+static void test_first_event_auth_errors_disable(void **state)
+{
+    aib_keypool_t *kp = keypool("a", "b", "c", NULL);
+    aib_provider_t *pv = ANTHROPIC(kp);
+    aib_interception_t *ic = interception(pv, MESSAGES, 1);
+    const step_t steps[] = {
+        { 200, { SSE_HEADERS, NULL },
+          { ANT_ERROR_EVENT("authentication_error", "invalid x-api-key"), NULL },
+          AIB_XFER_OK, NULL },
+        { 200, { SSE_HEADERS, NULL },
+          { ANT_ERROR_EVENT("permission_error", "not allowed"), NULL }, AIB_XFER_OK, NULL },
+        { 200, { SSE_HEADERS, NULL }, { ANT_START, ANT_STOP, NULL }, AIB_XFER_OK, NULL },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+
+    assert_int_equal(transport.ncalls, 3);
+    assert_key(kp, 0, AIB_KEY_DISABLED, AIB_REASON_UNAUTHORIZED, AIB_FOREVER);
+    assert_key(kp, 1, AIB_KEY_DISABLED, AIB_REASON_FORBIDDEN, AIB_FOREVER);
+    ASSERT_AVAILABLE(kp, 2);
+    assert_counters(kp, 0, 1, 0, 1, 0);
+    assert_counters(kp, 1, 1, 0, 0, 1);
+    assert_int_equal(rec.starts, 1);
+    assert_string_equal(body_of(), ANT_START ANT_STOP);
+    assert_int_equal(ic->outcome, AIB_OUTCOME_OK);
+}
+
+/* Every key's first event a rate limit: the pool's 429, nothing else. */
+static void test_first_event_rate_limit_exhausts(void **state)
+{
+    aib_keypool_t *kp = keypool("a", "b", NULL);
+    aib_provider_t *pv = ANTHROPIC(kp);
+    aib_interception_t *ic = interception(pv, MESSAGES, 1);
+    const step_t steps[] = {
+        { 200, { SSE_HEADERS, "retry-after", "9", NULL }, { ANT_RATE_LIMIT_EVENT, NULL },
+          AIB_XFER_OK, NULL },
+        { 200, { SSE_HEADERS, "retry-after", "4", NULL }, { ANT_RATE_LIMIT_EVENT, NULL },
+          AIB_XFER_OK, NULL },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+    assert_int_equal(transport.ncalls, 2);
+    assert_int_equal(rec.starts, 1);
+    assert_int_equal(rec.status, 429);
+    assert_string_equal(header("Retry-After"), "4");
+    assert_string_equal(body_of(), anthropic_error("rate_limit_error",
+                        "all configured keys are rate-limited (retry after 4s)"));
+    assert_int_equal(ic->outcome, AIB_OUTCOME_EXHAUSTED);
+}
+
+/* An error that is not the key's: relayed as the upstream's last word. */
+static void test_first_event_overloaded_relayed(void **state)
+{
+    aib_keypool_t *kp = keypool("a", "b", NULL);
+    aib_provider_t *pv = ANTHROPIC(kp);
+    aib_interception_t *ic = interception(pv, MESSAGES, 1);
+    const step_t steps[] = {
+        { 200, { SSE_HEADERS, "retry-after", "7", NULL },
+          { ANT_ERROR_EVENT("overloaded_error", "Overloaded"), NULL }, AIB_XFER_OK, NULL },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+    assert_int_equal(transport.ncalls, 1);
+    assert_false(transport.calls[0].stopped);
+    assert_int_equal(rec.starts, 1);
+    assert_int_equal(rec.status, 200);
+    assert_string_equal(body_of(), ANT_ERROR_EVENT("overloaded_error", "Overloaded"));
+    assert_all_flushed();
+    assert_int_equal(rec.fails, 0);
+    assert_int_equal(ic->outcome, AIB_OUTCOME_OK);
+    assert_all_available(kp);
+    assert_counters(kp, 0, 1, 0, 0, 0);
+}
+
+static void test_first_event_split_across_chunks(void **state)
+{
+    aib_keypool_t *kp = keypool("a", "b", NULL);
+    aib_provider_t *pv = ANTHROPIC(kp);
+    aib_interception_t *ic = interception(pv, MESSAGES, 1);
+    /* The error event in four pieces, the blank line that ends it last. */
+    const step_t steps[] = {
+        { 200, { SSE_HEADERS, NULL },
+          { "event: err", "or\ndata: {\"type\":\"error\",\"error\":{\"type\":\"rate_",
+            "limit_error\",\"message\":\"slow down\"}}\n", "\n", NULL }, AIB_XFER_OK, NULL },
+        /* A good first event in three pieces, then two more chunks. */
+        { 200, { SSE_HEADERS, NULL },
+          { "event: message_start\nda", "ta: {\"type\":\"message_start\",\"message\":{}}\n",
+            "\n", ANT_DELTA, ANT_STOP, NULL }, AIB_XFER_OK, NULL },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+    assert_int_equal(transport.ncalls, 2);
+    assert_int_equal(transport.calls[0].chunks_delivered, 3);   /* stopped at the 4th */
+    assert_true(transport.calls[0].stopped);
+    assert_key(kp, 0, AIB_KEY_COOLING, AIB_REASON_RATE_LIMITED, NOW + pv->cooldown_ms);
+    assert_int_equal(rec.starts, 1);
+    assert_string_equal(body_of(), ANT_START ANT_DELTA ANT_STOP);
+    assert_null(strstr(body_of(), "slow down"));
+    /* Held until its first event was whole, then relayed chunk by chunk. */
+    assert_int_equal(rec.writes, 3);
+    assert_all_flushed();
+    assert_int_equal(ic->outcome, AIB_OUTCOME_OK);
+}
+
+/* A first event larger than the hold (64 KiB) is no error event: every
+ * byte is relayed, in order. */
+static void test_first_event_larger_than_hold(void **state)
+{
+    aib_keypool_t *kp = keypool("a", "b", NULL);
+    aib_provider_t *pv = ANTHROPIC(kp);
+    const apr_size_t text_len = 100 * 1024;
+    char *text = apr_palloc(pool, text_len + 1);
+    const char *event, *expected;
+    apr_size_t len, i;
+    step_t steps[1];
+    aib_interception_t *ic;
+    int split;
+
+    (void)state;
+    for (i = 0; i < text_len; i++)
+        text[i] = (char)('a' + i % 26);
+    text[text_len] = '\0';
+    event = apr_pstrcat(pool, "event: message_start\ndata: {\"type\":\"message_start\","
+                        "\"message\":{\"content\":\"", text, "\"}}\n\n", NULL);
+    len = strlen(event);
+    expected = apr_pstrcat(pool, event, ANT_DELTA, ANT_STOP, NULL);
+
+    /* One chunk past the hold; then 30000-byte chunks, the hold overflowing
+     * in the middle of the third. */
+    for (split = 0; split < 2; split++) {
+        int n = 0;
+        apr_size_t at;
+
+        memset(&rec, 0, sizeof(rec));
+        memset(steps, 0, sizeof(steps));
+        steps[0].status = 200;
+        steps[0].headers[0] = "Content-Type";
+        steps[0].headers[1] = "text/event-stream";
+        if (!split)
+            steps[0].chunks[n++] = event;
+        else
+            for (at = 0; at < len; at += 30000)
+                steps[0].chunks[n++] = apr_pstrmemdup(pool, event + at,
+                                                      len - at < 30000 ? len - at : 30000);
+        steps[0].chunks[n++] = ANT_DELTA;
+        steps[0].chunks[n++] = ANT_STOP;
+        steps[0].result = AIB_XFER_OK;
+        SCRIPT(steps);
+        ic = interception(pv, MESSAGES, 1);
+        aib_bridge_run(ic);
+
+        assert_int_equal(transport.ncalls, 1);
+        assert_int_equal(rec.starts, 1);
+        assert_int_equal(rec.status, 200);
+        assert_int_equal(rec.writes_before_start, 0);
+        assert_int_equal(rec.len, strlen(expected));
+        assert_memory_equal(rec.body, expected, rec.len);
+        assert_all_flushed();
+        assert_int_equal(rec.fails, 0);
+        assert_int_equal(ic->outcome, AIB_OUTCOME_OK);
+        assert_all_available(kp);
+    }
+}
+
+/* The stream ends (or breaks) before its first event is whole: what was
+ * held goes out, then the module's error event. */
+static void test_first_event_never_completes(void **state)
+{
+    aib_keypool_t *kp = keypool("a", "b", NULL);
+    aib_provider_t *pv = ANTHROPIC(kp);
+    aib_interception_t *ic = interception(pv, MESSAGES, 1);
+    const step_t ends[] = {
+        { 200, { SSE_HEADERS, NULL },
+          { "event: message_start\n", "data: {\"type\":\"message_st", NULL }, AIB_XFER_OK, NULL },
+    };
+    const step_t breaks[] = {
+        { 200, { SSE_HEADERS, NULL }, { "event: error\ndata: {\"type\":\"err", NULL },
+          AIB_XFER_BROKEN, "reset" },
+    };
+
+    (void)state;
+    SCRIPT(ends);
+    aib_bridge_run(ic);
+    assert_int_equal(transport.ncalls, 1);
+    assert_int_equal(rec.starts, 1);
+    assert_int_equal(rec.status, 200);
+    assert_string_equal(body_of(),
+        "event: message_start\ndata: {\"type\":\"message_st"
+        "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\","
+        "\"message\":\"" INCOMPLETE_MESSAGE "\"}}\n\n");
+    assert_all_flushed();
+    assert_int_equal(ic->outcome, AIB_OUTCOME_TRANSPORT_ERROR);
+    assert_all_available(kp);
+
+    memset(&rec, 0, sizeof(rec));
+    SCRIPT(breaks);
+    ic = interception(pv, MESSAGES, 1);
+    aib_bridge_run(ic);
+    assert_int_equal(transport.ncalls, 1);
+    assert_int_equal(rec.starts, 1);
+    assert_int_equal(rec.status, 200);
+    assert_string_equal(body_of(),
+        "event: error\ndata: {\"type\":\"err"
+        "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\","
+        "\"message\":\"upstream connection broken: reset\"}}\n\n");
+    assert_int_equal(ic->outcome, AIB_OUTCOME_TRANSPORT_ERROR);
+    assert_all_available(kp);
+}
+
+/* failover=429: an authentication_error event is no failover here. */
+static void test_first_event_outside_failover_set_relayed(void **state)
+{
+    aib_keypool_t *kp = keypool("a", "b", NULL);
+    aib_provider_t *pv = ANTHROPIC(kp, "failover=429");
+    aib_interception_t *ic = interception(pv, MESSAGES, 1);
+    const step_t steps[] = {
+        { 200, { SSE_HEADERS, NULL },
+          { ANT_ERROR_EVENT("authentication_error", "invalid x-api-key"), NULL },
+          AIB_XFER_OK, NULL },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+    assert_int_equal(transport.ncalls, 1);
+    assert_int_equal(rec.status, 200);
+    assert_string_equal(body_of(), ANT_ERROR_EVENT("authentication_error", "invalid x-api-key"));
+    assert_int_equal(ic->outcome, AIB_OUTCOME_OK);
+    assert_all_available(kp);
+    assert_counters(kp, 0, 1, 0, 0, 0);
+}
+
+/* The client's own key: one attempt, relayed chunk by chunk as it comes. */
+static void test_first_event_byok_not_held(void **state)
+{
+    aib_keypool_t *kp = keypool("a", "b", NULL);
+    aib_provider_t *pv = ANTHROPIC(kp, "byok=on");
+    aib_interception_t *ic = interception(pv, MESSAGES, 1);
+    const step_t steps[] = {
+        { 200, { SSE_HEADERS, NULL },
+          { "event: error\ndata: {\"type\":\"error\",",
+            "\"error\":{\"type\":\"rate_limit_error\",\"message\":\"slow down\"}}\n\n", NULL },
+          AIB_XFER_OK, NULL },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    ic->client_key = "sk-ant-client";
+    aib_bridge_run(ic);
+    assert_int_equal(transport.ncalls, 1);
+    assert_string_equal(apr_table_get(transport.calls[0].headers, "x-api-key"), "sk-ant-client");
+    assert_int_equal(rec.starts, 1);
+    assert_int_equal(rec.status, 200);
+    assert_string_equal(body_of(), ANT_ERROR_EVENT("rate_limit_error", "slow down"));
+    /* Not held: the cut first event went out in its two pieces. */
+    assert_int_equal(rec.writes, 2);
+    assert_all_flushed();
+    assert_int_equal(ic->outcome, AIB_OUTCOME_OK);
+    assert_all_available(kp);
+    assert_counters(kp, 0, 0, 0, 0, 0);
+}
+
+/* OpenAI's disguises: a Chat error chunk, a Responses error event. */
+static void test_first_event_openai(void **state)
+{
+    aib_keypool_t *kp = keypool("a", "b", "c", NULL);
+    aib_provider_t *pv = OPENAI(kp, "max-cooldown=900");
+    aib_interception_t *ic = interception(pv, CHAT, 1);
+    const step_t chat[] = {
+        { 200, { SSE_HEADERS, "retry-after-ms", "2500", NULL },
+          { "data: " RATE_LIMIT_BODY "\n\n", NULL }, AIB_XFER_OK, NULL },
+        { 200, { SSE_HEADERS, NULL }, { "data: {\"id\":1}\n\n", "data: [DONE]\n\n", NULL },
+          AIB_XFER_OK, NULL },
+    };
+    const step_t responses[] = {
+        { 200, { SSE_HEADERS, NULL },
+          { "event: error\ndata: {\"type\":\"error\",\"code\":\"insufficient_quota\","
+            "\"message\":\"You exceeded your current quota\",\"param\":null,"
+            "\"sequence_number\":0}\n\n", NULL }, AIB_XFER_OK, NULL },
+        { 200, { SSE_HEADERS, NULL },
+          { "event: response.completed\ndata: {\"type\":\"response.completed\","
+            "\"sequence_number\":0}\n\n", NULL }, AIB_XFER_OK, NULL },
+    };
+
+    (void)state;
+    SCRIPT(chat);
+    aib_bridge_run(ic);
+    assert_int_equal(transport.ncalls, 2);
+    assert_openai_call(1, "b");
+    assert_key(kp, 0, AIB_KEY_COOLING, AIB_REASON_RATE_LIMITED, NOW + 2500);
+    assert_string_equal(body_of(), "data: {\"id\":1}\n\ndata: [DONE]\n\n");
+    assert_int_equal(ic->outcome, AIB_OUTCOME_OK);
+
+    memset(&rec, 0, sizeof(rec));
+    SCRIPT(responses);
+    ic = interception(pv, RESPONSES, 1);
+    aib_bridge_run(ic);
+    assert_int_equal(transport.ncalls, 2);
+    assert_openai_call(0, "b");
+    assert_openai_call(1, "c");
+    assert_key(kp, 1, AIB_KEY_COOLING, AIB_REASON_QUOTA, NOW + 900000);
+    assert_null(strstr(body_of(), "quota"));
+    assert_int_equal(rec.starts, 1);
+    assert_int_equal(ic->outcome, AIB_OUTCOME_OK);
+}
+
 /* ---- the client goes away ---------------------------------------------- */
 
 static void test_client_gone_on_write(void **state)
@@ -2009,6 +2388,16 @@ int main(void)
         T(test_stream_complete),
         T(test_stream_broken_after_final_event),
         T(test_failover_then_stream),
+        T(test_first_event_rate_limit_fails_over),
+        T(test_first_event_auth_errors_disable),
+        T(test_first_event_rate_limit_exhausts),
+        T(test_first_event_overloaded_relayed),
+        T(test_first_event_split_across_chunks),
+        T(test_first_event_larger_than_hold),
+        T(test_first_event_never_completes),
+        T(test_first_event_outside_failover_set_relayed),
+        T(test_first_event_byok_not_held),
+        T(test_first_event_openai),
         T(test_client_gone_on_write),
         T(test_client_gone_while_waiting),
         T(test_client_gone_mid_stream_tick),

@@ -1,0 +1,66 @@
+/* Per-provider counters in shared memory, for the status page and the
+ * Prometheus metrics: the same totals whichever child process serves. Like
+ * key slots, a record holds fixed-size numbers only, updated atomically. */
+#ifndef AIB_STATS_H
+#define AIB_STATS_H
+
+#include <stdint.h>
+#include <apr_pools.h>
+#include <apr_tables.h>
+
+#include "keypool.h"
+
+#define AIB_STAT_ROUTES 4          /* chat, responses, messages, passthrough */
+#define AIB_STAT_CREDENTIALS 2     /* pool, byok */
+#define AIB_STAT_OUTCOMES 6        /* aib_outcome_e */
+#define AIB_STAT_REASONS 5         /* aib_reason_e (NONE unused) */
+#define AIB_STAT_EXHAUSTIONS 2     /* aib_exhaustion_e */
+#define AIB_DURATION_BUCKETS 11
+#define AIB_ATTEMPT_BUCKETS 7
+
+/* Upper bounds of the histogram buckets (a last +Inf bucket is implicit). */
+extern const double aib_duration_bounds[AIB_DURATION_BUCKETS];   /* seconds */
+extern const int aib_attempt_bounds[AIB_ATTEMPT_BUCKETS];
+
+typedef struct {
+    uint64_t fingerprint;          /* which provider owns the record; 0 = free */
+    int64_t inflight;
+    uint64_t interceptions[AIB_STAT_ROUTES][AIB_STAT_CREDENTIALS][AIB_STAT_OUTCOMES];
+    uint64_t duration_buckets[AIB_STAT_ROUTES][AIB_DURATION_BUCKETS + 1];  /* not cumulative */
+    uint64_t duration_sum_us[AIB_STAT_ROUTES];
+    uint64_t attempt_buckets[AIB_ATTEMPT_BUCKETS + 1];                     /* not cumulative */
+    uint64_t attempt_sum;
+    uint64_t transitions[AIB_STAT_REASONS];
+    uint64_t exhaustions[AIB_STAT_EXHAUSTIONS];
+} aib_provider_stats_t;
+
+typedef struct {
+    aib_provider_stats_t *records;
+    uint32_t capacity;
+} aib_statstore_t;
+
+/* The route index of a route name ("chat", "responses", "messages", else passthrough). */
+int aib_stat_route(const char *route_name);
+extern const char *const aib_stat_route_names[AIB_STAT_ROUTES];
+
+/* Fingerprint of a provider: its server (name and port) and its name. */
+uint64_t aib_provider_fingerprint(const char *server, const char *provider);
+
+/* Gives each fingerprint in `fps` (uint64_t) a record in `to`, keeping the
+ * counters of those already in `from` (which may be `to`: in place, records
+ * that stay keep their place). out[i] gets the record of fps[i]. `to` must
+ * have room for the distinct fingerprints. */
+void aib_statstore_assign(aib_statstore_t *to, const aib_statstore_t *from,
+                          const apr_array_header_t *fps, aib_provider_stats_t **out,
+                          apr_pool_t *tmp);
+
+void aib_stats_begin(aib_provider_stats_t *s);
+/* One finished interception. */
+void aib_stats_end(aib_provider_stats_t *s, int route, int byok, int outcome,
+                   int64_t duration_us, int attempts);
+void aib_stats_transition(aib_provider_stats_t *s, aib_reason_e reason);
+void aib_stats_exhaustion(aib_provider_stats_t *s, int kind);
+/* A consistent-enough copy for display. */
+void aib_stats_snapshot(const aib_provider_stats_t *s, aib_provider_stats_t *out);
+
+#endif
