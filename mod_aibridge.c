@@ -1,6 +1,5 @@
 /* mod_aibridge: the httpd glue. Directives, hooks and the handler; every
  * decision is made by the APR-only core in src/. */
-#include <limits.h>
 #include <string.h>
 #include <stdlib.h>
 #include <json.h>
@@ -25,11 +24,10 @@
 #include "headers.h"
 #include "hint.h"
 #include "keypool.h"
+#include "request.h"
 #include "status.h"
 #include "transport.h"
 
-/* Tool schemas nest deeply; json-c's default of 32 is far too shallow. */
-#define AIB_JSON_MAX_DEPTH 512
 #define AIB_DEFAULT_MAX_BODY (32 * 1024 * 1024)
 
 module AP_MODULE_DECLARE_DATA aibridge_module;
@@ -280,6 +278,10 @@ static int open_logs(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, ser
         server_conf_t *sc = ap_get_module_config(vs->module_config, &aibridge_module);
         apr_status_t rv;
 
+        /* A virtual host without a directive of ours has the main server's
+         * very configuration (httpd merges nothing then): opened already. */
+        if (vs != s && sc == main_sc)
+            continue;
         sc->usage_file = NULL;
         if (!sc->usage_log)
             continue;
@@ -386,6 +388,17 @@ static apr_status_t place_keys(retained_t *rd, server_rec *s, apr_pool_t *ptemp)
     return APR_SUCCESS;
 }
 
+/* "host:port": how pages, metrics and counter records name a server. The
+ * port is ServerName's, else the <VirtualHost> address's (an http and an
+ * https host often share a name); none when neither has one. */
+static const char *server_label(apr_pool_t *p, const server_rec *s)
+{
+    const char *host = s->server_hostname ? s->server_hostname : "";
+    unsigned port = s->port ? s->port : s->addrs ? s->addrs->host_port : 0;
+
+    return port ? apr_psprintf(p, "%s:%u", host, port) : host;
+}
+
 /* A counter record for every provider, kept across restarts likewise. */
 static apr_status_t place_stats(retained_t *rd, server_rec *s, apr_pool_t *ptemp)
 {
@@ -399,7 +412,7 @@ static apr_status_t place_stats(retained_t *rd, server_rec *s, apr_pool_t *ptemp
 
     for (; s; s = s->next) {
         server_conf_t *sc = ap_get_module_config(s->module_config, &aibridge_module);
-        const char *server = apr_psprintf(ptemp, "%s:%u", s->server_hostname, s->port);
+        const char *server = server_label(ptemp, s);
         for (i = 0; i < sc->own_providers->nelts; i++) {
             aib_provider_t *pv = APR_ARRAY_IDX(sc->own_providers, i, aib_provider_t *);
             APR_ARRAY_PUSH(providers, aib_provider_t *) = pv;
@@ -461,6 +474,7 @@ typedef struct {
     request_rec *r;
     apr_bucket_brigade *bb;
     int started;
+    apr_table_t *headers_before;      /* r->headers_out before the first start */
     const char *id;                   /* the interception's, for log lines */
 } sink_ctx_t;
 
@@ -472,6 +486,12 @@ static void sink_start(void *ctx, int status, const apr_table_t *headers)
     const apr_table_entry_t *e = (const apr_table_entry_t *)arr->elts;
     int i;
 
+    /* Started again before any byte went out (a blocking answer that broke
+     * before its body): the earlier start's headers go. */
+    if (!sk->started)
+        sk->headers_before = apr_table_copy(r->pool, r->headers_out);
+    else
+        r->headers_out = apr_table_copy(r->pool, sk->headers_before);
     sk->started = 1;
     r->status = status;
     /* httpd sends 500 for a status it has no reason phrase for (418, 529). */
@@ -612,50 +632,6 @@ static int read_body(request_rec *r, apr_off_t limit, char **body, apr_size_t *l
     return OK;
 }
 
-/* The client's JSON, as much as the bridge needs to know: an object whose
- * `stream` is absent or boolean. Returns an error message or NULL. */
-static const char *inspect_json(request_rec *r, const char *body, apr_size_t len, int *stream,
-                                const char **model)
-{
-    json_tokener *tok = json_tokener_new_ex(AIB_JSON_MAX_DEPTH);
-    json_object *root, *field = NULL;
-    enum json_tokener_error jerr;
-    const char *err = NULL;
-
-    *stream = 0;
-    if (!tok)
-        return "out of memory";
-    root = json_tokener_parse_ex(tok, body ? body : "", (int)len);
-    jerr = json_tokener_get_error(tok);
-    if (!len)
-        err = "request body is empty: a JSON object is required";
-    else if (jerr == json_tokener_error_depth)
-        err = apr_psprintf(r->pool, "request body nests deeper than %d levels",
-                           AIB_JSON_MAX_DEPTH);
-    else if (jerr == json_tokener_continue)
-        err = "request body is not valid JSON: unexpected end of input";
-    else if (jerr != json_tokener_success)
-        err = apr_psprintf(r->pool, "request body is not valid JSON: %s",
-                           json_tokener_error_desc(jerr));
-    else if (strspn(body + json_tokener_get_parse_end(tok), " \t\r\n")
-             != len - json_tokener_get_parse_end(tok))
-        err = "request body is not valid JSON: data after the JSON value";
-    else if (!json_object_is_type(root, json_type_object))
-        err = "request body must be a JSON object";
-    else if (json_object_object_get_ex(root, "stream", &field)
-             && !json_object_is_type(field, json_type_boolean))
-        err = "'stream' must be a boolean";
-    else {
-        *stream = field && json_object_get_boolean(field);
-        if (json_object_object_get_ex(root, "model", &field)
-            && json_object_is_type(field, json_type_string))
-            *model = apr_pstrdup(r->pool, json_object_get_string(field));
-    }
-    json_object_put(root);
-    json_tokener_free(tok);
-    return err;
-}
-
 /* A path that could reach something other than the route it names. */
 static int unsafe_path(const char *path)
 {
@@ -732,12 +708,25 @@ static json_object *json_string_or_null(const char *s)
     return s ? json_object_new_string(s) : NULL;
 }
 
-/* Writes one line to the usage log whole: a line longer than one atomic pipe
- * write is serialised with the other processes' lines. */
+/* RFC 3339 in UTC with milliseconds: 2025-01-31T12:34:56.789Z. (ap_ht_time
+ * knows no sub-second conversion: strftime would get "%{ms}" as it is.) */
+static const char *utc_time(apr_pool_t *p, apr_time_t t)
+{
+    apr_time_exp_t tm;
+
+    apr_time_exp_gmt(&tm, t);
+    return apr_psprintf(p, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                        tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                        tm.tm_usec / 1000);
+}
+
+/* Writes one line to the usage log whole. A pipe write longer than PIPE_BUF
+ * is not atomic: while it waits for room in a full pipe, any other write,
+ * however short, can land inside it. So every line, short ones too, is
+ * written under the mutex. */
 static void write_usage_line(request_rec *r, apr_file_t *file, const char *line, apr_size_t len)
 {
-    int locked = len > PIPE_BUF && usage_log_mutex
-                 && apr_global_mutex_lock(usage_log_mutex) == APR_SUCCESS;
+    int locked = usage_log_mutex && apr_global_mutex_lock(usage_log_mutex) == APR_SUCCESS;
     apr_status_t rv = apr_file_write_full(file, line, len, NULL);
 
     if (locked)
@@ -785,11 +774,11 @@ static void record(request_rec *r, const server_conf_t *sc, const aib_intercepti
 
     rec = json_object_new_object();
     json_object_object_add(rec, "id", json_object_new_string(id));
-    json_object_object_add(rec, "start", json_object_new_string(ap_ht_time(r->pool, start,
-                                         "%Y-%m-%dT%H:%M:%S.%{ms}Z", 1)));
-    json_object_object_add(rec, "end", json_object_new_string(ap_ht_time(r->pool, end,
-                                       "%Y-%m-%dT%H:%M:%S.%{ms}Z", 1)));
-    json_object_object_add(rec, "duration_ms", json_object_new_int64(apr_time_as_msec(end - start)));
+    json_object_object_add(rec, "start", json_object_new_string(utc_time(r->pool, start)));
+    json_object_object_add(rec, "end", json_object_new_string(utc_time(r->pool, end)));
+    /* In whole milliseconds like ttfb_ms and the times shown: end - start. */
+    json_object_object_add(rec, "duration_ms", json_object_new_int64(apr_time_as_msec(end)
+                                                                     - apr_time_as_msec(start)));
     json_object_object_add(rec, "ttfb_ms", ttfb >= 0 ? json_object_new_int64(ttfb) : NULL);
     json_object_object_add(rec, "user", json_string_or_null(r->user));
     json_object_object_add(rec, "client", json_string_or_null(r->useragent_ip));
@@ -910,7 +899,8 @@ static int aibridge_handler(request_rec *r)
         goto done;
     }
     if (ic.route.kind == AIB_ROUTE_BRIDGED) {
-        const char *err = inspect_json(r, body, body_len, &ic.stream, &model);
+        const char *err = aib_inspect_request(r->pool, body, body_len, &ic.stream,
+                                              &model);
         if (err) {
             ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, "bad request: %s", err);
             aib_bridge_reject(&ic, AIB_ERROR_INVALID_REQUEST, err, NULL, 0);
@@ -957,17 +947,6 @@ done:
 }
 
 /* ---- the status page, the metrics, mod_status's section ---- */
-
-/* "host:port": how the status page and the metrics' server label name a
- * server. The port is ServerName's, else the <VirtualHost> address's (an
- * http and an https host often share a name); none when neither has one. */
-static const char *server_label(apr_pool_t *p, const server_rec *s)
-{
-    const char *host = s->server_hostname ? s->server_hostname : "";
-    unsigned port = s->port ? s->port : s->addrs ? s->addrs->host_port : 0;
-
-    return port ? apr_psprintf(p, "%s:%u", host, port) : host;
-}
 
 /* The providers that serve requests of `s`: its own, then those it
  * inherits from the main server, in configured order. */

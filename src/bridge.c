@@ -30,6 +30,7 @@ typedef struct {
     aib_fault_e event_fault;  /* that first event was a key's failure */
     int first_event_seen;
     int committed;            /* status and headers reached the sink */
+    int relayed;              /* something was passed to the sink after them */
     int event_stream;         /* the body is SSE */
     int complete;             /* the stream's final event was seen */
     int client_gone;
@@ -213,6 +214,7 @@ static apr_size_t hold(attempt_t *a, const char *data, apr_size_t len)
 
 static int relay(attempt_t *a, const char *data, apr_size_t len)
 {
+    a->relayed = 1;
     if (a->ic->sink->write(a->ic->sink->ctx, data, len, a->event_stream)) {
         a->client_gone = 1;
         return 1;
@@ -276,7 +278,11 @@ static void fail_committed(attempt_t *a, aib_error_kind_e kind, const char *mess
     const char *event;
 
     if (!a->event_stream) {
-        ic->sink->fail(ic->sink->ctx);
+        /* Nothing of the body went out yet: still a clean error. */
+        if (!a->relayed)
+            aib_bridge_reject(ic, kind, message, NULL, 0);
+        else
+            ic->sink->fail(ic->sink->ctx);
         return;
     }
     /* An SSE client reads an error event, then a normal end of response:

@@ -200,6 +200,9 @@ static aib_xfer_result_e curl_perform(aib_transport_t *self, apr_pool_t *pool,
     headers = curl_slist_append(headers, "Expect:");
     if (!apr_table_get(req->headers, "Accept"))
         headers = curl_slist_append(headers, "Accept:");
+    /* A POST body would get application/x-www-form-urlencoded. */
+    if (!apr_table_get(req->headers, "Content-Type"))
+        headers = curl_slist_append(headers, "Content-Type:");
 
     curl_easy_setopt(x.curl, CURLOPT_URL, req->url);
     curl_easy_setopt(x.curl, CURLOPT_NOSIGNAL, 1L);

@@ -82,6 +82,10 @@ static json_object *parse_object(const char *data, apr_size_t len)
 
     if (!data || !len || len > INT_MAX)
         return NULL;
+    /* json-c takes a NUL for the end of its input, and inside a comment
+     * returns the innermost open value as a success: no JSON holds one. */
+    if (memchr(data, '\0', len))
+        return NULL;
     tok = json_tokener_new_ex(USAGE_JSON_DEPTH);
     if (!tok)
         return NULL;
@@ -313,7 +317,9 @@ void aib_usage_reader_feed(aib_usage_reader_t *r, const char *data, apr_size_t l
 {
     if (!r || !len || (r->state != READER_PARSING && r->state != READER_COMPLETE))
         return;
-    if (!data || len > r->max_bytes - r->fed) {
+    /* A NUL: not JSON, and json-c would take it for the end (see
+     * parse_object). */
+    if (!data || len > r->max_bytes - r->fed || memchr(data, '\0', len)) {
         reader_fail(r);
         return;
     }

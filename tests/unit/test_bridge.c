@@ -10,6 +10,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "unit.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,7 +29,6 @@
 /* 2026-11-25T12:00:00Z */
 #define NOW INT64_C(1795608000000)
 
-static apr_pool_t *pool;
 
 /* ---- clock ------------------------------------------------------------- */
 
@@ -2410,16 +2411,5 @@ int main(void)
         T(test_reject_anthropic),
 #undef T
     };
-    int rc;
-
-    if (apr_initialize() != APR_SUCCESS)
-        return 1;
-    if (apr_pool_create(&pool, NULL) != APR_SUCCESS) {
-        apr_terminate();
-        return 1;
-    }
-    rc = cmocka_run_group_tests(tests, NULL, NULL);
-    apr_pool_destroy(pool);
-    apr_terminate();
-    return rc;
+    return AIB_RUN_TESTS(tests);
 }

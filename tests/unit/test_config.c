@@ -6,6 +6,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "unit.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +23,6 @@
 
 #define SENTINEL INT64_C(-777)
 
-static apr_pool_t *pool;
 
 /* ---- helpers ----------------------------------------------------------- */
 
@@ -33,13 +34,6 @@ static void check_i64(int64_t got, int64_t want, const char *file, int line)
         print_error("got %lld, want %lld\n", (long long)got, (long long)want);
         _fail(file, line);
     }
-}
-
-static int clear_pool(void **state)
-{
-    (void)state;
-    apr_pool_clear(pool);
-    return 0;
 }
 
 static apr_status_t unlink_file(void *path)
@@ -491,7 +485,7 @@ static void test_source_duplicate_across_sources(void **state)
 
 int main(void)
 {
-#define T(f) cmocka_unit_test_teardown(f, clear_pool)
+#define T(f) cmocka_unit_test_teardown(f, aib_clear_pool)
     const struct CMUnitTest tests[] = {
         T(test_valid_name),
         T(test_parse_seconds),
@@ -509,16 +503,5 @@ int main(void)
         T(test_source_duplicate_across_sources),
     };
 #undef T
-    int rc;
-
-    if (apr_initialize() != APR_SUCCESS)
-        return 1;
-    if (apr_pool_create(&pool, NULL) != APR_SUCCESS) {
-        apr_terminate();
-        return 1;
-    }
-    rc = cmocka_run_group_tests(tests, NULL, NULL);
-    apr_pool_destroy(pool);
-    apr_terminate();
-    return rc;
+    return AIB_RUN_TESTS(tests);
 }

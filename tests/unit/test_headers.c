@@ -12,6 +12,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "unit.h"
+
 #include <string.h>
 
 #include <apr_general.h>
@@ -21,16 +23,8 @@
 
 #include "headers.h"
 
-static apr_pool_t *pool;
 
 /* ---- helpers ----------------------------------------------------------- */
-
-static int clear_pool(void **state)
-{
-    (void)state;
-    apr_pool_clear(pool);
-    return 0;
-}
 
 /* A table from NULL-terminated name, value pairs (added, so names repeat). */
 static apr_table_t *table_of(const char *name, ...)
@@ -408,7 +402,7 @@ static void test_response_keeps_repeated(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-#define T(f) cmocka_unit_test_teardown(f, clear_pool)
+#define T(f) cmocka_unit_test_teardown(f, aib_clear_pool)
         T(test_request_drops_hop_by_hop),
         T(test_request_drops_own_and_credentials),
         T(test_request_drops_any_case),
@@ -425,16 +419,5 @@ int main(void)
         T(test_response_keeps_repeated),
 #undef T
     };
-    int rc;
-
-    if (apr_initialize() != APR_SUCCESS)
-        return 1;
-    if (apr_pool_create(&pool, NULL) != APR_SUCCESS) {
-        apr_terminate();
-        return 1;
-    }
-    rc = cmocka_run_group_tests(tests, NULL, NULL);
-    apr_pool_destroy(pool);
-    apr_terminate();
-    return rc;
+    return AIB_RUN_TESTS(tests);
 }

@@ -6,6 +6,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "unit.h"
+
 #include <string.h>
 
 #include <apr_general.h>
@@ -14,14 +16,6 @@
 
 #include "hint.h"
 
-static apr_pool_t *pool;
-
-static int clear_pool(void **state)
-{
-    (void)state;
-    apr_pool_clear(pool);
-    return 0;
-}
 
 /* The first `len` characters of a key whose every character is distinct,
  * so a hint showing the wrong characters cannot match by accident. */
@@ -150,26 +144,15 @@ static void test_fingerprint_never_zero(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(test_hint_below_five_shows_nothing, clear_pool),
-        cmocka_unit_test_teardown(test_hint_boundaries, clear_pool),
-        cmocka_unit_test_teardown(test_hint_long_key, clear_pool),
-        cmocka_unit_test_teardown(test_hint_never_contains_key, clear_pool),
-        cmocka_unit_test_teardown(test_arg_hint, clear_pool),
+        cmocka_unit_test_teardown(test_hint_below_five_shows_nothing, aib_clear_pool),
+        cmocka_unit_test_teardown(test_hint_boundaries, aib_clear_pool),
+        cmocka_unit_test_teardown(test_hint_long_key, aib_clear_pool),
+        cmocka_unit_test_teardown(test_hint_never_contains_key, aib_clear_pool),
+        cmocka_unit_test_teardown(test_arg_hint, aib_clear_pool),
         cmocka_unit_test(test_fingerprint_known_value),
         cmocka_unit_test(test_fingerprint_stable),
         cmocka_unit_test(test_fingerprint_differs),
-        cmocka_unit_test_teardown(test_fingerprint_never_zero, clear_pool),
+        cmocka_unit_test_teardown(test_fingerprint_never_zero, aib_clear_pool),
     };
-    int rc;
-
-    if (apr_initialize() != APR_SUCCESS)
-        return 1;
-    if (apr_pool_create(&pool, NULL) != APR_SUCCESS) {
-        apr_terminate();
-        return 1;
-    }
-    rc = cmocka_run_group_tests(tests, NULL, NULL);
-    apr_pool_destroy(pool);
-    apr_terminate();
-    return rc;
+    return AIB_RUN_TESTS(tests);
 }

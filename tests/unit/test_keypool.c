@@ -9,6 +9,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "unit.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,7 +25,6 @@
 /* 2026-11-25T12:00:00Z */
 #define NOW INT64_C(1795608000000)
 
-static apr_pool_t *pool;
 
 /* ---- helpers ----------------------------------------------------------- */
 
@@ -35,13 +36,6 @@ static void check_i64(int64_t got, int64_t want, const char *file, int line)
         print_error("got %lld, want %lld\n", (long long)got, (long long)want);
         _fail(file, line);
     }
-}
-
-static int clear_pool(void **state)
-{
-    (void)state;
-    apr_pool_clear(pool);
-    return 0;
 }
 
 static apr_status_t free_slots(void *slots)
@@ -674,7 +668,7 @@ static void test_restart_growth(void **state)
 
 int main(void)
 {
-#define T(f) cmocka_unit_test_teardown(f, clear_pool)
+#define T(f) cmocka_unit_test_teardown(f, aib_clear_pool)
     const struct CMUnitTest tests[] = {
         T(test_walker_all_available),
         T(test_walker_skips_unavailable),
@@ -702,16 +696,5 @@ int main(void)
         T(test_restart_growth),
     };
 #undef T
-    int rc;
-
-    if (apr_initialize() != APR_SUCCESS)
-        return 1;
-    if (apr_pool_create(&pool, NULL) != APR_SUCCESS) {
-        apr_terminate();
-        return 1;
-    }
-    rc = cmocka_run_group_tests(tests, NULL, NULL);
-    apr_pool_destroy(pool);
-    apr_terminate();
-    return rc;
+    return AIB_RUN_TESTS(tests);
 }

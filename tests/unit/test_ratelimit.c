@@ -6,6 +6,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "unit.h"
+
 #include <apr_general.h>
 #include <apr_pools.h>
 #include <apr_tables.h>
@@ -21,7 +23,6 @@
 #define MIN(x) ((int64_t)(x) * 60000)
 #define H(x)   ((int64_t)(x) * 3600000)
 
-static apr_pool_t *pool;
 
 /* ---- helpers ----------------------------------------------------------- */
 
@@ -100,13 +101,6 @@ static apr_table_t *hdrs(const char *name, ...)
         ASSERT_I64(aib_cooldown_ms((t), NOW, 5000, H(1), &src_), (want)); \
         assert_int_equal(src_, (want_src));                             \
     } while (0)
-
-static int clear_pool(void **state)
-{
-    (void)state;
-    apr_pool_clear(pool);
-    return 0;
-}
 
 /* ---- retry-after-ms ---------------------------------------------------- */
 
@@ -788,25 +782,14 @@ int main(void)
         cmocka_unit_test(test_duration_invalid),
         cmocka_unit_test(test_rfc3339_valid),
         cmocka_unit_test(test_rfc3339_invalid),
-        cmocka_unit_test_teardown(test_precedence, clear_pool),
-        cmocka_unit_test_teardown(test_invalid_falls_through, clear_pool),
-        cmocka_unit_test_teardown(test_zero_is_a_value, clear_pool),
-        cmocka_unit_test_teardown(test_openai_rules, clear_pool),
-        cmocka_unit_test_teardown(test_anthropic_rules, clear_pool),
-        cmocka_unit_test_teardown(test_clamp, clear_pool),
-        cmocka_unit_test_teardown(test_source_and_edges, clear_pool),
-        cmocka_unit_test_teardown(test_extreme_clock, clear_pool),
+        cmocka_unit_test_teardown(test_precedence, aib_clear_pool),
+        cmocka_unit_test_teardown(test_invalid_falls_through, aib_clear_pool),
+        cmocka_unit_test_teardown(test_zero_is_a_value, aib_clear_pool),
+        cmocka_unit_test_teardown(test_openai_rules, aib_clear_pool),
+        cmocka_unit_test_teardown(test_anthropic_rules, aib_clear_pool),
+        cmocka_unit_test_teardown(test_clamp, aib_clear_pool),
+        cmocka_unit_test_teardown(test_source_and_edges, aib_clear_pool),
+        cmocka_unit_test_teardown(test_extreme_clock, aib_clear_pool),
     };
-    int rc;
-
-    if (apr_initialize() != APR_SUCCESS)
-        return 1;
-    if (apr_pool_create(&pool, NULL) != APR_SUCCESS) {
-        apr_terminate();
-        return 1;
-    }
-    rc = cmocka_run_group_tests(tests, NULL, NULL);
-    apr_pool_destroy(pool);
-    apr_terminate();
-    return rc;
+    return AIB_RUN_TESTS(tests);
 }

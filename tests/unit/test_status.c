@@ -10,6 +10,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "unit.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +33,6 @@
 /* 2026-11-25T12:00:00Z */
 #define NOW INT64_C(1795608000000)
 
-static apr_pool_t *pool;
 
 /* Distinctive keys: neither they nor their middles may ever be printed. */
 #define SECRET0 "sk-test-SECRETzero-0123456789abcdef"
@@ -39,13 +40,6 @@ static apr_pool_t *pool;
 #define SECRET2 "sk-test-SECRETtwo-0123456789abcdzz"
 /* A key whose hint holds characters HTML and the exposition format escape. */
 #define NASTY "<\"&\\-SECRETnasty-0123456789\n'>\\\""
-
-static int clear_pool(void **state)
-{
-    (void)state;
-    apr_pool_clear(pool);
-    return 0;
-}
 
 static apr_status_t free_memory(void *mem)
 {
@@ -663,27 +657,20 @@ static void test_nonce_equal(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(test_html_escape, clear_pool),
-        cmocka_unit_test_teardown(test_label_escape, clear_pool),
-        cmocka_unit_test_teardown(test_json, clear_pool),
-        cmocka_unit_test_teardown(test_json_byok_only_and_empty, clear_pool),
-        cmocka_unit_test_teardown(test_html, clear_pool),
-        cmocka_unit_test_teardown(test_html_escapes_everything, clear_pool),
-        cmocka_unit_test_teardown(test_summaries, clear_pool),
-        cmocka_unit_test_teardown(test_metrics, clear_pool),
-        cmocka_unit_test_teardown(test_metrics_once_each_and_escaped, clear_pool),
-        cmocka_unit_test_teardown(test_metrics_counts_off_type_routes, clear_pool),
-        cmocka_unit_test_teardown(test_apply, clear_pool),
-        cmocka_unit_test_teardown(test_apply_byok_only, clear_pool),
-        cmocka_unit_test_teardown(test_same_origin, clear_pool),
-        cmocka_unit_test_teardown(test_nonce_equal, clear_pool),
+        cmocka_unit_test_teardown(test_html_escape, aib_clear_pool),
+        cmocka_unit_test_teardown(test_label_escape, aib_clear_pool),
+        cmocka_unit_test_teardown(test_json, aib_clear_pool),
+        cmocka_unit_test_teardown(test_json_byok_only_and_empty, aib_clear_pool),
+        cmocka_unit_test_teardown(test_html, aib_clear_pool),
+        cmocka_unit_test_teardown(test_html_escapes_everything, aib_clear_pool),
+        cmocka_unit_test_teardown(test_summaries, aib_clear_pool),
+        cmocka_unit_test_teardown(test_metrics, aib_clear_pool),
+        cmocka_unit_test_teardown(test_metrics_once_each_and_escaped, aib_clear_pool),
+        cmocka_unit_test_teardown(test_metrics_counts_off_type_routes, aib_clear_pool),
+        cmocka_unit_test_teardown(test_apply, aib_clear_pool),
+        cmocka_unit_test_teardown(test_apply_byok_only, aib_clear_pool),
+        cmocka_unit_test_teardown(test_same_origin, aib_clear_pool),
+        cmocka_unit_test_teardown(test_nonce_equal, aib_clear_pool),
     };
-    int rc;
-
-    apr_initialize();
-    apr_pool_create(&pool, NULL);
-    rc = cmocka_run_group_tests(tests, NULL, NULL);
-    apr_pool_destroy(pool);
-    apr_terminate();
-    return rc;
+    return AIB_RUN_TESTS(tests);
 }

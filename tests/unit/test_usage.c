@@ -508,6 +508,36 @@ static void test_reader_truncated(void **state)
     apr_pool_destroy(pool);
 }
 
+/* json-c takes a NUL byte for the end of its input; inside a comment it
+ * then returns the last value it completed as a success. None of these is
+ * JSON, so none may give usage (found by tests/fuzz, fuzz_request). */
+static void test_nul_byte(void **state)
+{
+    static const char body[] = "[{\"usage\":{\"prompt_tokens\":777}}//";
+    static const char chunk[] = "[{\"choices\":[],\"usage\":{\"prompt_tokens\":555}}//";
+    static const char req[] = "{\"\":{}//";
+    apr_pool_t *pool = new_pool();
+    aib_usage_t u;
+    apr_size_t out_len;
+    int injected;
+    size_t p;
+
+    (void)state;
+    for (p = 0; p < 3; p++) {
+        /* sizeof: the NUL is part of the body. */
+        read_body(&u, pool, AIB_USAGE_CHAT, body, sizeof(body), 4096, p);
+        check_counts(&u, 0, 0, 0, 0, 0, 0);
+    }
+    aib_usage_init(&u, pool);
+    aib_usage_from_event(&u, pool, AIB_USAGE_CHAT, NULL, chunk, sizeof(chunk));
+    check_counts(&u, 0, 0, 0, 0, 0, 0);
+    /* Nor is it a request body to edit. */
+    assert_ptr_equal(aib_usage_inject(pool, req, sizeof(req), &out_len, &injected), req);
+    assert_int_equal(injected, 0);
+    assert_int_equal(out_len, sizeof(req));
+    apr_pool_destroy(pool);
+}
+
 static void test_reader_not_json(void **state)
 {
     static const char *const bodies[] = {
@@ -1566,6 +1596,7 @@ int main(void)
         cmocka_unit_test(test_reader_max_bytes),
         cmocka_unit_test(test_reader_truncated),
         cmocka_unit_test(test_reader_not_json),
+        cmocka_unit_test(test_nul_byte),
         cmocka_unit_test(test_reader_depth),
         cmocka_unit_test(test_reader_lifecycle),
         cmocka_unit_test(test_chat_stream),

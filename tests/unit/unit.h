@@ -1,0 +1,22 @@
+/* What every unit test program shares: APR set up around the cmocka group,
+ * and one pool that tests allocate from, cleared after each test. */
+#ifndef AIB_UNIT_H
+#define AIB_UNIT_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+#include <apr_pools.h>
+
+extern apr_pool_t *pool;
+
+/* A test teardown that clears `pool`. */
+int aib_clear_pool(void **state);
+
+int aib_group_setup(void **state);
+int aib_group_teardown(void **state);
+
+#define AIB_RUN_TESTS(tests) cmocka_run_group_tests(tests, aib_group_setup, aib_group_teardown)
+
+#endif
