@@ -219,10 +219,15 @@ class Httpd:
 
     def unexpected_errors(self):
         bad = []
-        for line in self.read_log().splitlines():
+        lines = self.read_log().splitlines()
+        for n, line in enumerate(lines):
             if not re.search(r"\[(\w+:)?(error|crit|alert|emerg)\]", line):
                 continue
             if any(p.search(line) for p in self.allowed_errors):
+                continue
+            # The event MPM's own race at stop: a worker ending a keep-alive
+            # request meets the pollset the shutdown just closed.
+            if "AH03093" in line and any("caught SIGTERM" in later for later in lines[n:]):
                 continue
             bad.append(line)
         return bad
