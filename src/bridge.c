@@ -457,7 +457,7 @@ static void exhausted(aib_interception_t *ic)
     ic->outcome = AIB_OUTCOME_EXHAUSTED;
     aib_stats_exhaustion(pv->stats, ex.kind);
     if (ex.kind == AIB_EXHAUSTED_AUTH_FAILED) {
-        logf_(ic, AIB_LOG_ERROR, "provider '%s': every key of pool '%s' failed authentication",
+        logf_(ic, AIB_LOG_WARNING, "provider '%s': every key of pool '%s' failed authentication",
               pv->name, pv->pool->name);
         aib_bridge_reject(ic, AIB_ERROR_UPSTREAM, "all configured keys failed authentication",
                           NULL, 0);

@@ -853,7 +853,7 @@ static void test_all_unauthorized(void **state)
                                                 "api_error", "server_error"));
     assert_int_equal(ic->status, 502);
     assert_int_equal(ic->outcome, AIB_OUTCOME_EXHAUSTED);
-    assert_true(logged(AIB_LOG_ERROR, "failed authentication"));
+    assert_true(logged(AIB_LOG_WARNING, "failed authentication"));
 }
 
 static void test_all_unauthorized_anthropic(void **state)
@@ -1345,6 +1345,33 @@ static void test_non_sse_broken_after_commit(void **state)
     assert_string_equal(body_of(), "{\"id\":\"chatcmpl-1\",");
     assert_int_equal(rec.fails, 1);
     assert_int_equal(rec.writes_after_fail, 0);
+    assert_int_equal(ic->outcome, AIB_OUTCOME_TRANSPORT_ERROR);
+    assert_all_available(kp);
+}
+
+/* Headers, then nothing: no byte reached the client, so it still gets the
+ * provider's error in place of the upstream's headers. */
+static void test_non_sse_timeout_before_body(void **state)
+{
+    aib_keypool_t *kp = keypool("a", "b", NULL);
+    aib_provider_t *pv = OPENAI(kp);
+    aib_interception_t *ic = interception(pv, CHAT, 0);
+    const step_t steps[] = {
+        { 200, { JSON_HEADERS, "Content-Length", "62", NULL }, { NULL },
+          AIB_XFER_TIMEOUT, "no data for 1000 ms" },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+
+    assert_int_equal(transport.ncalls, 1);
+    assert_int_equal(rec.starts, 2);
+    assert_int_equal(rec.status, 504);
+    assert_string_equal(body_of(), openai_error("upstream timed out: no data for 1000 ms",
+                                                "api_error", "timeout"));
+    assert_int_equal(rec.fails, 0);
+    assert_int_equal(ic->status, 504);
     assert_int_equal(ic->outcome, AIB_OUTCOME_TRANSPORT_ERROR);
     assert_all_available(kp);
 }
@@ -2379,6 +2406,7 @@ int main(void)
         T(test_timeout_anthropic),
         T(test_broken_before_response),
         T(test_non_sse_broken_after_commit),
+        T(test_non_sse_timeout_before_body),
         T(test_stream_chat_broken),
         T(test_stream_responses_broken),
         T(test_stream_responses_broken_before_any_event),
