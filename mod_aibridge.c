@@ -194,20 +194,20 @@ static const char *cmd_max_body(cmd_parms *cmd, void *dconf, const char *value)
 {
     dir_conf_t *dc = dconf;
     char *end;
-    apr_int64_t n = apr_strtoi64(value, &end, 10);
+    apr_int64_t n = apr_strtoi64(value, &end, 10), unit = 1;
 
     if (end == value || n < 0)
         return directive_error(cmd, apr_psprintf(cmd->pool, "'%s' is not a size", value));
     switch (*end) {
-    case 'k': case 'K': n *= 1024; end++; break;
-    case 'm': case 'M': n *= 1024 * 1024; end++; break;
-    case 'g': case 'G': n *= 1024 * 1024 * 1024; end++; break;
+    case 'k': case 'K': unit = 1024; end++; break;
+    case 'm': case 'M': unit = 1024 * 1024; end++; break;
+    case 'g': case 'G': unit = 1024 * 1024 * 1024; end++; break;
     default: break;
     }
-    if (*end || n == 0)
+    if (*end || n == 0 || n > APR_INT64_MAX / unit)
         return directive_error(cmd, apr_psprintf(cmd->pool, "'%s' is not a size (bytes, "
                                                  "or with K, M or G)", value));
-    dc->max_body = n;
+    dc->max_body = n * unit;
     return NULL;
 }
 
@@ -625,10 +625,6 @@ static int read_body(request_rec *r, apr_off_t limit, char **body, apr_size_t *l
         }
         apr_brigade_cleanup(bb);
     }
-    /* Terminated (there is always a spare byte): the JSON checks use string
-     * functions past the parsed value. */
-    if (*body)
-        (*body)[*len] = '\0';
     return OK;
 }
 
@@ -1194,6 +1190,28 @@ static int status_hook(request_rec *r, int flags)
     return OK;
 }
 
+/* A request for the bridge names no file: like mod_proxy, it skips the
+ * walk that maps a URI onto the filesystem (a stat per path segment, an
+ * .htaccess lookup per directory). <Location> sections still apply. */
+static int translate_name(request_rec *r)
+{
+    const core_dir_config *core = ap_get_core_module_config(r->per_dir_config);
+    const char *handler, *err = NULL;
+
+    if (!core->expr_handler)
+        return DECLINED;
+    handler = ap_expr_str_exec(r, core->expr_handler, &err);
+    if (err || !handler || strcmp(handler, "aibridge"))
+        return DECLINED;
+    r->filename = apr_pstrcat(r->pool, "aibridge:", r->uri, NULL);
+    return OK;
+}
+
+static int map_to_storage(request_rec *r)
+{
+    return r->filename && !strncmp(r->filename, "aibridge:", 9) ? OK : DECLINED;
+}
+
 static void register_hooks(apr_pool_t *p)
 {
     (void)p;
@@ -1202,6 +1220,8 @@ static void register_hooks(apr_pool_t *p)
     ap_hook_open_logs(open_logs, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(child_init, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_translate_name(translate_name, NULL, NULL, APR_HOOK_LAST);
+    ap_hook_map_to_storage(map_to_storage, NULL, NULL, APR_HOOK_FIRST);
     ap_hook_handler(aibridge_handler, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(status_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(status_handler, NULL, NULL, APR_HOOK_MIDDLE);

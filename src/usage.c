@@ -307,6 +307,12 @@ aib_usage_reader_t *aib_usage_reader_create(apr_pool_t *pool, aib_usage_kind_e k
         r->state = READER_FAILED;
         return r;
     }
+    /* Strict: what may follow the object must not depend on where the
+     * body was cut. json-c's default mode takes a comment after the value
+     * for whitespace when it arrives in the same piece, while a later
+     * piece is checked by all_ws(): {"usage":{..}}//x read whole gave
+     * usage, cut after the '}' not. Upstream bodies are strict JSON. */
+    json_tokener_set_flags(r->tok, JSON_TOKENER_STRICT);
     r->state = READER_PARSING;
     apr_pool_cleanup_register(pool, r, reader_release, apr_pool_cleanup_null);
     r->registered = 1;

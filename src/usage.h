@@ -33,7 +33,9 @@ aib_usage_kind_e aib_usage_kind(const char *route_name);
 void aib_usage_init(aib_usage_t *u, apr_pool_t *pool);
 
 /* A blocking JSON response, fed in pieces as it is relayed. Bodies larger
- * than max_bytes are not read (usage stays unseen). */
+ * than max_bytes, and bodies that are not one strict JSON object (RFC 8259:
+ * no comments, NaN or single quotes; whitespace around it), are not read
+ * (usage stays unseen). */
 typedef struct aib_usage_reader aib_usage_reader_t;
 aib_usage_reader_t *aib_usage_reader_create(apr_pool_t *pool, aib_usage_kind_e kind,
                                             aib_usage_t *u, apr_size_t max_bytes);

@@ -538,6 +538,39 @@ static void test_nul_byte(void **state)
     apr_pool_destroy(pool);
 }
 
+/* What follows the object must not depend on where the body was cut: a
+ * comment after it was taken for whitespace when it came in the same piece
+ * as the '}', and refused when it came later (found by tests/fuzz,
+ * fuzz_usage_reader). The reader is strict JSON, so never. */
+static void test_reader_cut_anywhere(void **state)
+{
+    static const char *const bodies[] = {
+        "{\"usage\":{\"prompt_tokens\":3}}//\n//\n",
+        "{\"usage\":{\"prompt_tokens\":3}} /* c */ ",
+        "{\"usage\":{\"prompt_tokens\":3}}\n// c",
+        "{\"usage\":{\"prompt_tokens\":3}} x",
+    };
+    apr_pool_t *pool = new_pool();
+    aib_usage_t u;
+    size_t i, p;
+
+    (void)state;
+    for (i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+        for (p = 0; p <= strlen(bodies[i]); p++) {
+            read_body(&u, pool, AIB_USAGE_CHAT, bodies[i], strlen(bodies[i]), 4096, p);
+            if (u.seen)
+                fail_msg("read usage from %s in pieces of %zu", bodies[i], p);
+        }
+    }
+    /* Whitespace after it is fine however it is cut. */
+    for (p = 0; p <= 40; p++) {
+        read_body(&u, pool, AIB_USAGE_CHAT, "{\"usage\":{\"prompt_tokens\":3}} \r\n\t ", 34,
+                  4096, p);
+        check_counts(&u, 1, 3, 0, 0, 0, 0);
+    }
+    apr_pool_destroy(pool);
+}
+
 static void test_reader_not_json(void **state)
 {
     static const char *const bodies[] = {
@@ -1597,6 +1630,7 @@ int main(void)
         cmocka_unit_test(test_reader_truncated),
         cmocka_unit_test(test_reader_not_json),
         cmocka_unit_test(test_nul_byte),
+        cmocka_unit_test(test_reader_cut_anywhere),
         cmocka_unit_test(test_reader_depth),
         cmocka_unit_test(test_reader_lifecycle),
         cmocka_unit_test(test_chat_stream),
