@@ -9,6 +9,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "unit.h"
+
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +22,6 @@
 
 #define NOT_SET "(not set)"
 
-static apr_pool_t *root_pool;
 
 typedef struct {
     const char *err;
@@ -39,7 +40,7 @@ static result_t inspect_n(const char *body, size_t len)
         assert_non_null(copy);
         memcpy(copy, body, len);
     }
-    res.err = aib_inspect_request(root_pool, copy, len, &res.stream, &res.model);
+    res.err = aib_inspect_request(pool, copy, len, &res.stream, &res.model);
     free(copy);
     return res;
 }
@@ -227,28 +228,12 @@ static void test_huge_length(void **state)
     result_t res = { NULL, -1, NOT_SET };
 
     (void)state;
-    res.err = aib_inspect_request(root_pool, "{}", (apr_size_t)INT_MAX + 1, &res.stream,
+    res.err = aib_inspect_request(pool, "{}", (apr_size_t)INT_MAX + 1, &res.stream,
                                   &res.model);
     assert_non_null(res.err);
     assert_true(!strncmp(res.err, "request body is not valid JSON: ", 32));
     assert_int_equal(res.stream, 0);
     assert_string_equal(res.model, NOT_SET);
-}
-
-static int group_setup(void **state)
-{
-    (void)state;
-    if (apr_initialize() != APR_SUCCESS)
-        return -1;
-    return apr_pool_create(&root_pool, NULL) == APR_SUCCESS ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    apr_pool_destroy(root_pool);
-    apr_terminate();
-    return 0;
 }
 
 int main(void)
@@ -263,5 +248,5 @@ int main(void)
         cmocka_unit_test(test_huge_length),
     };
 
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return AIB_RUN_TESTS(tests);
 }

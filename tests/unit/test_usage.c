@@ -10,6 +10,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "unit.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +22,6 @@
 
 #include "usage.h"
 
-static apr_pool_t *root_pool;
 
 /* ------------------------------------------------------------------ */
 /* Helpers                                                             */
@@ -100,10 +101,10 @@ static void one_event(aib_usage_t *u, apr_pool_t *pool, aib_usage_kind_e kind,
 
 static apr_pool_t *new_pool(void)
 {
-    apr_pool_t *pool;
+    apr_pool_t *child;
 
-    assert_int_equal(apr_pool_create(&pool, root_pool), APR_SUCCESS);
-    return pool;
+    assert_int_equal(apr_pool_create(&child, pool), APR_SUCCESS);
+    return child;
 }
 
 /* Deterministic generator for the garbage tests. */
@@ -1598,22 +1599,6 @@ static void test_inject_strip_roundtrip(void **state)
 
 /* ------------------------------------------------------------------ */
 
-static int group_setup(void **state)
-{
-    (void)state;
-    if (apr_initialize() != APR_SUCCESS)
-        return -1;
-    return apr_pool_create(&root_pool, NULL) == APR_SUCCESS ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    apr_pool_destroy(root_pool);
-    apr_terminate();
-    return 0;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1650,5 +1635,5 @@ int main(void)
         cmocka_unit_test(test_inject_strip_roundtrip),
     };
 
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return AIB_RUN_TESTS(tests);
 }
