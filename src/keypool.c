@@ -16,6 +16,7 @@ aib_keypool_t *aib_keypool_create(apr_pool_t *pool, const char *name)
     aib_keypool_t *kp = apr_pcalloc(pool, sizeof(*kp));
     kp->name = apr_pstrdup(pool, name);
     kp->keys = apr_array_make(pool, 4, sizeof(aib_key_t));
+    kp->walk_hint = apr_pcalloc(pool, sizeof(*kp->walk_hint));
     return kp;
 }
 
@@ -232,6 +233,13 @@ void aib_key_disable(const aib_keypool_t *kp, int i, int64_t until_ms, aib_reaso
     STORE(&slot->disabled_until_ms, until_ms);
 }
 
+/* Key i is available earlier than a walk may have noted. */
+static void drop_walk_hint(const aib_keypool_t *kp)
+{
+    if (kp->walk_hint)
+        STORE(kp->walk_hint, 0);
+}
+
 void aib_key_enable(const aib_keypool_t *kp, int i)
 {
     aib_slot_t *slot = slot_of(kp, i);
@@ -242,6 +250,7 @@ void aib_key_enable(const aib_keypool_t *kp, int i)
     STORE(&slot->cooldown_until_ms, 0);
     STORE(&slot->disabled_reason, AIB_REASON_NONE);
     STORE(&slot->cooldown_reason, AIB_REASON_NONE);
+    drop_walk_hint(kp);
 }
 
 void aib_key_clear_disabled(const aib_keypool_t *kp, int i)
@@ -252,6 +261,7 @@ void aib_key_clear_disabled(const aib_keypool_t *kp, int i)
         return;
     STORE(&slot->disabled_until_ms, 0);
     STORE(&slot->disabled_reason, AIB_REASON_NONE);
+    drop_walk_hint(kp);
 }
 
 void aib_key_clear_cooldown(const aib_keypool_t *kp, int i)
@@ -262,6 +272,7 @@ void aib_key_clear_cooldown(const aib_keypool_t *kp, int i)
         return;
     STORE(&slot->cooldown_until_ms, 0);
     STORE(&slot->cooldown_reason, AIB_REASON_NONE);
+    drop_walk_hint(kp);
 }
 
 void aib_key_count_attempt(const aib_keypool_t *kp, int i, int64_t now_ms)
@@ -340,15 +351,76 @@ void aib_walker_init(aib_walker_t *w, const aib_keypool_t *kp)
 {
     w->pool = kp;
     w->next = 0;
+    w->hinted = 0;
+    w->out_until_ms = INT64_MAX;
+}
+
+/* A hint is one word, so threads read it whole: the number of keys that
+ * are out (24 bits) and until when (40 bits of milliseconds after
+ * HINT_EPOCH_MS, enough for 34 years). */
+#define HINT_KEYS_MAX ((1 << 24) - 1)
+#define HINT_EPOCH_MS INT64_C(1735689600000)   /* 2025-01-01 */
+#define HINT_UNTIL_MAX ((INT64_C(1) << 40) - 1)
+
+/* Starts the walk after the keys this process last found out, while that
+ * holds. */
+static void take_walk_hint(aib_walker_t *w, int64_t now_ms)
+{
+    uint64_t hint = w->pool->walk_hint ? LOAD(w->pool->walk_hint) : 0;
+    int n = (int)(hint & HINT_KEYS_MAX);
+    int64_t until = (int64_t)(hint >> 24) + HINT_EPOCH_MS;
+
+    w->hinted = 1;
+    if (n && n <= w->pool->keys->nelts && now_ms < until) {
+        w->next = n;
+        w->out_until_ms = until;
+    }
+}
+
+/* The first `n` keys were found out: leave a hint when they are many and
+ * it says more than the one there. */
+static void leave_walk_hint(aib_walker_t *w, int n, int64_t now_ms)
+{
+    uint64_t hint = w->pool->walk_hint ? LOAD(w->pool->walk_hint) : 0;
+    int64_t until = w->out_until_ms;
+
+    if (!w->pool->walk_hint || n < AIB_WALK_HINT_KEYS || n > HINT_KEYS_MAX
+        || now_ms < HINT_EPOCH_MS)
+        return;
+    if ((int)(hint & HINT_KEYS_MAX) == n
+        && now_ms < (int64_t)(hint >> 24) + HINT_EPOCH_MS)
+        return;   /* the same hint, still in force: no write */
+    if (until > now_ms + AIB_WALK_HINT_MS)
+        until = now_ms + AIB_WALK_HINT_MS;
+    if (until - HINT_EPOCH_MS > HINT_UNTIL_MAX)
+        return;
+    STORE(w->pool->walk_hint, ((uint64_t)(until - HINT_EPOCH_MS) << 24) | (uint64_t)n);
 }
 
 int aib_walker_next(aib_walker_t *w, int64_t now_ms)
 {
-    while (w->pool && w->next < w->pool->keys->nelts) {
-        int i = w->next++;
-        if (aib_key_state(w->pool, i, now_ms, NULL, NULL) == AIB_KEY_AVAILABLE)
-            return i;
+    int first = 0;
+
+    if (!w->pool)
+        return -1;
+    if (!w->hinted) {
+        take_walk_hint(w, now_ms);
+        first = 1;
     }
+    while (w->next < w->pool->keys->nelts) {
+        int i = w->next++;
+        int64_t until;
+        if (aib_key_state(w->pool, i, now_ms, NULL, &until) == AIB_KEY_AVAILABLE) {
+            if (first)
+                leave_walk_hint(w, i, now_ms);
+            return i;
+        }
+        /* Out at least until then (a disabled key may be cooling after). */
+        if (until < w->out_until_ms)
+            w->out_until_ms = until;
+    }
+    if (first)
+        leave_walk_hint(w, w->pool->keys->nelts, now_ms);
     return -1;
 }
 

@@ -66,6 +66,7 @@ typedef struct {
     const char *name;
     apr_array_header_t *keys;   /* of aib_key_t, in configured order */
     aib_keystore_t *store;      /* set once slots are assigned */
+    uint64_t *walk_hint;        /* this process's; see aib_walker_next */
 } aib_keypool_t;
 
 aib_keypool_t *aib_keypool_create(apr_pool_t *pool, const char *name);
@@ -117,11 +118,24 @@ void aib_key_snapshot(const aib_keypool_t *kp, int i, aib_slot_t *out);
 typedef struct {
     const aib_keypool_t *pool;
     int next;
+    int hinted;                 /* the pool's hint was looked at */
+    int64_t out_until_ms;       /* keys before `next` are out until then */
 } aib_walker_t;
 
 void aib_walker_init(aib_walker_t *w, const aib_keypool_t *kp);
-/* Index of the next available key, or -1 when none is left. */
+/* Index of the next available key, or -1 when none is left.
+ *
+ * A walk that finds its first available key (or none) only after
+ * AIB_WALK_HINT_KEYS or more unavailable ones leaves a hint in the pool
+ * object, which is per process: those keys are out until the earliest of
+ * their deadlines, but at most AIB_WALK_HINT_MS from now. The walks of the
+ * process start after them until then, so a pool of thousands of cooling
+ * keys costs one check per request, not thousands. A key re-enabled (or
+ * its cooldown cleared) in this process is walked at once; in another
+ * process (the status page's action), within AIB_WALK_HINT_MS. */
 int aib_walker_next(aib_walker_t *w, int64_t now_ms);
+#define AIB_WALK_HINT_KEYS 64
+#define AIB_WALK_HINT_MS 100
 
 typedef enum {
     AIB_EXHAUSTED_RATE_LIMITED,  /* some key is cooling down */

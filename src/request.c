@@ -27,6 +27,37 @@ static int all_ws(const char *s, apr_size_t n)
     return 1;
 }
 
+/* Bodies up to this size leave a tokener small enough to keep. */
+#define AIB_TOKENER_KEEP_MAX (64 * 1024)
+
+static __thread json_tokener *idle_tokener;
+
+json_tokener *aib_json_tokener_take(void)
+{
+    json_tokener *tok = idle_tokener;
+
+    if (!tok)
+        return json_tokener_new_ex(AIB_REQUEST_MAX_DEPTH);
+    idle_tokener = NULL;
+    json_tokener_set_flags(tok, 0);
+    return tok;
+}
+
+void aib_json_tokener_give(json_tokener *tok, apr_size_t fed)
+{
+    if (!tok)
+        return;
+    /* Only a tokener that finished its value is as good as new after a
+     * reset: one cut short may hold half an escape sequence. */
+    if (idle_tokener || fed > AIB_TOKENER_KEEP_MAX
+        || json_tokener_get_error(tok) != json_tokener_success) {
+        json_tokener_free(tok);
+        return;
+    }
+    json_tokener_reset(tok);   /* ready for a new value */
+    idle_tokener = tok;
+}
+
 const char *aib_inspect_request(apr_pool_t *p, const char *body, apr_size_t len,
                                 int *stream, const char **model)
 {
@@ -41,7 +72,7 @@ const char *aib_inspect_request(apr_pool_t *p, const char *body, apr_size_t len,
     if (len > INT_MAX) /* json-c takes an int length */
         return apr_psprintf(p, "request body is not valid JSON: %s",
                             json_tokener_error_desc(json_tokener_error_size));
-    tok = json_tokener_new_ex(AIB_REQUEST_MAX_DEPTH);
+    tok = aib_json_tokener_take();
     if (!tok)
         return "out of memory";
     nul = memchr(body, '\0', len);
@@ -70,6 +101,6 @@ const char *aib_inspect_request(apr_pool_t *p, const char *body, apr_size_t len,
             *model = apr_pstrdup(p, json_object_get_string(field));
     }
     json_object_put(root);
-    json_tokener_free(tok);
+    aib_json_tokener_give(tok, len);
     return err;
 }

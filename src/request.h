@@ -18,4 +18,14 @@
 const char *aib_inspect_request(apr_pool_t *p, const char *body, apr_size_t len,
                                 int *stream, const char **model);
 
+/* json-c tokeners of AIB_REQUEST_MAX_DEPTH levels, one kept per thread for
+ * the next parse: json_tokener_new_ex allocates and zeroes a record for
+ * every level (16 KB), which showed in every request's profile. take()
+ * gives one with no flags set; give() takes it back (NULL is fine) with the
+ * number of bytes it was fed: one fed more than a little (its buffer may
+ * have grown as large), or whose last parse did not succeed, is freed, not
+ * kept. */
+struct json_tokener *aib_json_tokener_take(void);
+void aib_json_tokener_give(struct json_tokener *tok, apr_size_t fed);
+
 #endif

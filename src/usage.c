@@ -30,9 +30,11 @@
 #include <json.h>
 #include <apr_strings.h>
 
+#include "request.h"
 #include "usage.h"
 
-#define USAGE_JSON_DEPTH 512
+/* JSON is parsed with aib_json_tokener_take's tokeners: AIB_REQUEST_MAX_DEPTH
+ * (512) levels, as the request's. */
 
 #define INCLUDE_USAGE "\"stream_options\":{\"include_usage\":true}"
 
@@ -86,7 +88,7 @@ static json_object *parse_object(const char *data, apr_size_t len)
      * returns the innermost open value as a success: no JSON holds one. */
     if (memchr(data, '\0', len))
         return NULL;
-    tok = json_tokener_new_ex(USAGE_JSON_DEPTH);
+    tok = aib_json_tokener_take();
     if (!tok)
         return NULL;
     root = json_tokener_parse_ex(tok, data, (int)len);
@@ -96,7 +98,7 @@ static json_object *parse_object(const char *data, apr_size_t len)
         json_object_put(root);
         root = NULL;
     }
-    json_tokener_free(tok);
+    aib_json_tokener_give(tok, len);
     return root;
 }
 
@@ -272,7 +274,7 @@ static apr_status_t reader_release(void *data)
     aib_usage_reader_t *r = data;
 
     if (r->tok) {
-        json_tokener_free(r->tok);
+        aib_json_tokener_give(r->tok, r->fed);
         r->tok = NULL;
     }
     if (r->root) {
@@ -302,7 +304,7 @@ aib_usage_reader_t *aib_usage_reader_create(apr_pool_t *pool, aib_usage_kind_e k
         r->state = READER_FAILED;
         return r;
     }
-    r->tok = json_tokener_new_ex(USAGE_JSON_DEPTH);
+    r->tok = aib_json_tokener_take();
     if (!r->tok) {
         r->state = READER_FAILED;
         return r;

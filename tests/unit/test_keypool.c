@@ -312,6 +312,101 @@ static void test_walker_large_pool(void **state)
     assert_int_equal(aib_walker_next(&w, NOW), -1);
 }
 
+/* A pool of n keys, all cooling for a minute but the last one. */
+static aib_keypool_t *mostly_cooling(int n)
+{
+    aib_keypool_t *kp = aib_keypool_create(pool, "hinted");
+    int i;
+
+    for (i = 0; i < n; i++)
+        assert_null(aib_keypool_add_key(kp, pool, key_value(apr_itoa(pool, i))));
+    assigned(kp);
+    for (i = 0; i < n - 1; i++)
+        aib_key_cooldown(kp, i, NOW + 60000, AIB_REASON_RATE_LIMITED);
+    return kp;
+}
+
+static int first_available(const aib_keypool_t *kp, int64_t now)
+{
+    aib_walker_t w;
+
+    aib_walker_init(&w, kp);
+    return aib_walker_next(&w, now);
+}
+
+/* Another process clears a cooldown: the slot changes, this process's
+ * hint does not. */
+static void clear_elsewhere(const aib_keypool_t *kp, int i)
+{
+    kp->store->slots[slot_no(kp, i)].cooldown_until_ms = 0;
+}
+
+static void test_walk_hint_holds_at_most_its_time(void **state)
+{
+    aib_keypool_t *kp = mostly_cooling(200);
+    aib_walker_t w;
+
+    (void)state;
+    assert_int_equal(first_available(kp, NOW), 199);
+    clear_elsewhere(kp, 10);
+    /* The walk starts after the 199 keys found out... */
+    assert_int_equal(first_available(kp, NOW + AIB_WALK_HINT_MS - 1), 199);
+    /* ...and a walker past its first key goes on from there. */
+    aib_walker_init(&w, kp);
+    assert_int_equal(aib_walker_next(&w, NOW + 1), 199);
+    assert_int_equal(aib_walker_next(&w, NOW + 1), -1);
+    /* Then every key is looked at again. */
+    assert_int_equal(first_available(kp, NOW + AIB_WALK_HINT_MS), 10);
+}
+
+static void test_walk_hint_ends_at_the_earliest_deadline(void **state)
+{
+    aib_keypool_t *kp = mostly_cooling(200);
+
+    (void)state;
+    clear_elsewhere(kp, 30);
+    aib_key_cooldown(kp, 30, NOW + 40, AIB_REASON_RATE_LIMITED);
+    assert_int_equal(first_available(kp, NOW), 199);
+    assert_int_equal(first_available(kp, NOW + 39), 199);
+    assert_int_equal(first_available(kp, NOW + 40), 30);
+}
+
+static void test_walk_hint_dropped_by_this_process(void **state)
+{
+    aib_keypool_t *kp = mostly_cooling(200);
+
+    (void)state;
+    assert_int_equal(first_available(kp, NOW), 199);
+    aib_key_clear_cooldown(kp, 120);
+    assert_int_equal(first_available(kp, NOW + 1), 120);
+    aib_key_cooldown(kp, 120, NOW + 60000, AIB_REASON_RATE_LIMITED);
+    assert_int_equal(first_available(kp, NOW + 2), 199);
+    aib_key_disable(kp, 5, AIB_FOREVER, AIB_REASON_UNAUTHORIZED);
+    aib_key_enable(kp, 5);
+    assert_int_equal(first_available(kp, NOW + 3), 5);
+}
+
+static void test_walk_hint_exhausted_pool(void **state)
+{
+    aib_keypool_t *kp = mostly_cooling(200);
+
+    (void)state;
+    aib_key_cooldown(kp, 199, NOW + 50, AIB_REASON_RATE_LIMITED);
+    assert_int_equal(first_available(kp, NOW), -1);
+    assert_int_equal(first_available(kp, NOW + 49), -1);
+    assert_int_equal(first_available(kp, NOW + 50), 199);
+}
+
+static void test_walk_hint_not_for_small_pools(void **state)
+{
+    aib_keypool_t *kp = mostly_cooling(AIB_WALK_HINT_KEYS);
+
+    (void)state;
+    assert_int_equal(first_available(kp, NOW), AIB_WALK_HINT_KEYS - 1);
+    clear_elsewhere(kp, 3);
+    assert_int_equal(first_available(kp, NOW + 1), 3);
+}
+
 /* ---- exhaustion -------------------------------------------------------- */
 
 static void test_exhaustion_rounds_up(void **state)
@@ -680,6 +775,11 @@ int main(void)
         T(test_enable_clears_both),
         T(test_two_walkers_independent),
         T(test_walker_large_pool),
+        T(test_walk_hint_holds_at_most_its_time),
+        T(test_walk_hint_ends_at_the_earliest_deadline),
+        T(test_walk_hint_dropped_by_this_process),
+        T(test_walk_hint_exhausted_pool),
+        T(test_walk_hint_not_for_small_pools),
         T(test_exhaustion_rounds_up),
         T(test_exhaustion_all_cooling),
         T(test_exhaustion_all_disabled),
