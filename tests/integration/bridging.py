@@ -318,3 +318,13 @@ def run_failover_scenario(start, mock, name, route, stream, provider="openai"):
         if sc.retry_after:
             assert 1 <= int(then.headers["Retry-After"]) <= 3
     return httpd
+
+
+def wait_for(predicate, timeout=5):
+    """Polls `predicate` until it holds or `timeout` seconds (scaled by SLOW) pass."""
+    deadline = time.monotonic() + timeout * SLOW
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()

@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from bridging import (CHAT, RESPONSES, SCENARIOS, assert_complete, assert_error,
+from bridging import (wait_for, CHAT, RESPONSES, SCENARIOS, assert_complete, assert_error,
                       assert_stream_error, call, r429, request_body, rfc3339_in,
                       run_failover_scenario, starter, stream_events, wire)
 from conftest import free_port
@@ -34,14 +34,6 @@ stream_param = pytest.mark.parametrize("stream", [False, True], ids=["blocking",
 
 # --------------------------------------------------------------------------
 # Helpers
-
-def wait_for(predicate, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from bridging import (CHAT, COUNT_TOKENS, MESSAGES, RESPONSES, assert_complete, assert_error,
+from bridging import (wait_for, CHAT, COUNT_TOKENS, MESSAGES, RESPONSES, assert_complete, assert_error,
                       assert_stream_error, call, r429, request_body, stream_events)
 from harness import HTTPD, MODULES_DIR, SLOW, bridge_config, free_port, running
 
@@ -67,14 +67,6 @@ def start(httpd, mock, *options, keys=("k0", "k1", "k2"), providers=(), extra=""
     httpd.start()
     return httpd
 
-
-def wait_for(predicate, timeout):
-    deadline = time.monotonic() + timeout * SLOW
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def status_json(httpd):

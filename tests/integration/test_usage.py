@@ -22,7 +22,7 @@ import time
 import pytest
 import requests
 
-from bridging import (CHAT, COUNT_TOKENS, MESSAGES, RESPONSES, assert_complete, call,
+from bridging import (wait_for, CHAT, COUNT_TOKENS, MESSAGES, RESPONSES, assert_complete, call,
                       client_key_headers, r429, request_body)
 from harness import SLOW, TOP, bridge_config, free_port
 
@@ -67,14 +67,6 @@ TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 # --------------------------------------------------------------------------
 # Helpers
-
-def wait_for(predicate, timeout=5):
-    deadline = time.monotonic() + timeout * SLOW
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def read_lines(path):
