@@ -90,7 +90,14 @@ def new_log(httpd, mark):
 
 
 def children(httpd):
-    """httpd's child processes (the parent's pid as their ppid)."""
+    """httpd's child processes (the parent's pid as their ppid); waits for
+    them right after a start, when the parent may not have forked yet."""
+    pids = []
+    wait_for(lambda: bool(pids.extend(child_pids(httpd)) or pids), 5)
+    return pids
+
+
+def child_pids(httpd):
     parent = httpd.pid()
     pids = []
     for name in os.listdir("/proc"):
