@@ -5,12 +5,6 @@
 #include "hint.h"
 #include "keypool.h"
 
-/* Slots are shared between processes and threads: every access goes through
- * these, so a torn or stale read is never possible. */
-#define LOAD(p)      __atomic_load_n((p), __ATOMIC_ACQUIRE)
-#define STORE(p, v)  __atomic_store_n((p), (v), __ATOMIC_RELEASE)
-#define ADD(p, v)    __atomic_fetch_add((p), (v), __ATOMIC_RELAXED)
-
 aib_keypool_t *aib_keypool_create(apr_pool_t *pool, const char *name)
 {
     aib_keypool_t *kp = apr_pcalloc(pool, sizeof(*kp));
@@ -49,7 +43,7 @@ static const aib_key_t *key_at(const aib_keypool_t *kp, int i)
 }
 
 /* The slot of key i, or NULL when it now belongs to another key. */
-static aib_slot_t *slot_of(const aib_keypool_t *kp, int i)
+aib_slot_t *aib_key_slot(const aib_keypool_t *kp, int i)
 {
     const aib_key_t *key = key_at(kp, i);
     aib_slot_t *slot;
@@ -57,7 +51,7 @@ static aib_slot_t *slot_of(const aib_keypool_t *kp, int i)
     if (!kp->store || key->slot >= kp->store->capacity)
         return NULL;
     slot = &kp->store->slots[key->slot];
-    return LOAD(&slot->fingerprint) == key->fingerprint ? slot : NULL;
+    return AIB_LOAD(&slot->fingerprint) == key->fingerprint ? slot : NULL;
 }
 
 uint32_t aib_keystore_slots_needed(const apr_array_header_t *pools, apr_pool_t *tmp)
@@ -77,43 +71,51 @@ uint32_t aib_keystore_slots_needed(const apr_array_header_t *pools, apr_pool_t *
 
 static void slot_reset(aib_slot_t *slot, uint64_t fingerprint)
 {
-    STORE(&slot->fingerprint, 0);
-    STORE(&slot->cooldown_until_ms, 0);
-    STORE(&slot->disabled_until_ms, 0);
-    STORE(&slot->cooldown_reason, AIB_REASON_NONE);
-    STORE(&slot->disabled_reason, AIB_REASON_NONE);
-    STORE(&slot->requests, 0);
-    STORE(&slot->rate_limited, 0);
-    STORE(&slot->unauthorized, 0);
-    STORE(&slot->forbidden, 0);
-    STORE(&slot->last_used_ms, 0);
-    STORE(&slot->last_failure_ms, 0);
-    STORE(&slot->last_failure_status, 0);
-    STORE(&slot->tokens_input, 0);
-    STORE(&slot->tokens_output, 0);
-    STORE(&slot->tokens_cache_read, 0);
-    STORE(&slot->tokens_cache_write, 0);
+    AIB_STORE(&slot->fingerprint, 0);
+    AIB_STORE(&slot->cooldown_until_ms, 0);
+    AIB_STORE(&slot->disabled_until_ms, 0);
+    AIB_STORE(&slot->cooldown_reason, AIB_REASON_NONE);
+    AIB_STORE(&slot->disabled_reason, AIB_REASON_NONE);
+    AIB_STORE(&slot->requests, 0);
+    AIB_STORE(&slot->rate_limited, 0);
+    AIB_STORE(&slot->unauthorized, 0);
+    AIB_STORE(&slot->forbidden, 0);
+    AIB_STORE(&slot->last_used_ms, 0);
+    AIB_STORE(&slot->last_failure_ms, 0);
+    AIB_STORE(&slot->last_failure_status, 0);
+    AIB_STORE(&slot->tokens_input, 0);
+    AIB_STORE(&slot->tokens_output, 0);
+    AIB_STORE(&slot->tokens_cache_read, 0);
+    AIB_STORE(&slot->tokens_cache_write, 0);
+    AIB_STORE(&slot->version, 0);
+    AIB_STORE(&slot->fleet_version, 0);
+    AIB_STORE(&slot->fleet_tag, 0);
+    AIB_STORE(&slot->fleet_written_ms, 0);
     /* Owner last: a writer that checks the fingerprint sees a clean slot. */
-    STORE(&slot->fingerprint, fingerprint);
+    AIB_STORE(&slot->fingerprint, fingerprint);
 }
 
 static void slot_copy(aib_slot_t *to, const aib_slot_t *from)
 {
-    STORE(&to->cooldown_until_ms, LOAD(&from->cooldown_until_ms));
-    STORE(&to->disabled_until_ms, LOAD(&from->disabled_until_ms));
-    STORE(&to->cooldown_reason, LOAD(&from->cooldown_reason));
-    STORE(&to->disabled_reason, LOAD(&from->disabled_reason));
-    STORE(&to->requests, LOAD(&from->requests));
-    STORE(&to->rate_limited, LOAD(&from->rate_limited));
-    STORE(&to->unauthorized, LOAD(&from->unauthorized));
-    STORE(&to->forbidden, LOAD(&from->forbidden));
-    STORE(&to->last_used_ms, LOAD(&from->last_used_ms));
-    STORE(&to->last_failure_ms, LOAD(&from->last_failure_ms));
-    STORE(&to->last_failure_status, LOAD(&from->last_failure_status));
-    STORE(&to->tokens_input, LOAD(&from->tokens_input));
-    STORE(&to->tokens_output, LOAD(&from->tokens_output));
-    STORE(&to->tokens_cache_read, LOAD(&from->tokens_cache_read));
-    STORE(&to->tokens_cache_write, LOAD(&from->tokens_cache_write));
+    AIB_STORE(&to->cooldown_until_ms, AIB_LOAD(&from->cooldown_until_ms));
+    AIB_STORE(&to->disabled_until_ms, AIB_LOAD(&from->disabled_until_ms));
+    AIB_STORE(&to->cooldown_reason, AIB_LOAD(&from->cooldown_reason));
+    AIB_STORE(&to->disabled_reason, AIB_LOAD(&from->disabled_reason));
+    AIB_STORE(&to->requests, AIB_LOAD(&from->requests));
+    AIB_STORE(&to->rate_limited, AIB_LOAD(&from->rate_limited));
+    AIB_STORE(&to->unauthorized, AIB_LOAD(&from->unauthorized));
+    AIB_STORE(&to->forbidden, AIB_LOAD(&from->forbidden));
+    AIB_STORE(&to->last_used_ms, AIB_LOAD(&from->last_used_ms));
+    AIB_STORE(&to->last_failure_ms, AIB_LOAD(&from->last_failure_ms));
+    AIB_STORE(&to->last_failure_status, AIB_LOAD(&from->last_failure_status));
+    AIB_STORE(&to->tokens_input, AIB_LOAD(&from->tokens_input));
+    AIB_STORE(&to->tokens_output, AIB_LOAD(&from->tokens_output));
+    AIB_STORE(&to->tokens_cache_read, AIB_LOAD(&from->tokens_cache_read));
+    AIB_STORE(&to->tokens_cache_write, AIB_LOAD(&from->tokens_cache_write));
+    AIB_STORE(&to->version, AIB_LOAD(&from->version));
+    AIB_STORE(&to->fleet_version, AIB_LOAD(&from->fleet_version));
+    AIB_STORE(&to->fleet_tag, AIB_LOAD(&from->fleet_tag));
+    AIB_STORE(&to->fleet_written_ms, AIB_LOAD(&from->fleet_written_ms));
 }
 
 void aib_keystore_assign(aib_keystore_t *to, const aib_keystore_t *from,
@@ -177,7 +179,7 @@ void aib_keystore_assign(aib_keystore_t *to, const aib_keystore_t *from,
 aib_key_state_e aib_key_state(const aib_keypool_t *kp, int i, int64_t now_ms,
                               aib_reason_e *reason, int64_t *until_ms)
 {
-    const aib_slot_t *slot = slot_of(kp, i);
+    const aib_slot_t *slot = aib_key_slot(kp, i);
     int64_t disabled_until, cooldown_until;
 
     if (reason)
@@ -186,18 +188,18 @@ aib_key_state_e aib_key_state(const aib_keypool_t *kp, int i, int64_t now_ms,
         *until_ms = 0;
     if (!slot)
         return AIB_KEY_AVAILABLE;
-    disabled_until = LOAD(&slot->disabled_until_ms);
+    disabled_until = AIB_LOAD(&slot->disabled_until_ms);
     if (disabled_until > now_ms) {
         if (reason)
-            *reason = LOAD(&slot->disabled_reason);
+            *reason = AIB_LOAD(&slot->disabled_reason);
         if (until_ms)
             *until_ms = disabled_until;
         return AIB_KEY_DISABLED;
     }
-    cooldown_until = LOAD(&slot->cooldown_until_ms);
+    cooldown_until = AIB_LOAD(&slot->cooldown_until_ms);
     if (cooldown_until > now_ms) {
         if (reason)
-            *reason = LOAD(&slot->cooldown_reason);
+            *reason = AIB_LOAD(&slot->cooldown_reason);
         if (until_ms)
             *until_ms = cooldown_until;
         return AIB_KEY_COOLING;
@@ -207,17 +209,18 @@ aib_key_state_e aib_key_state(const aib_keypool_t *kp, int i, int64_t now_ms,
 
 void aib_key_cooldown(const aib_keypool_t *kp, int i, int64_t until_ms, aib_reason_e reason)
 {
-    aib_slot_t *slot = slot_of(kp, i);
+    aib_slot_t *slot = aib_key_slot(kp, i);
     int64_t current;
 
     if (!slot)
         return;
-    current = LOAD(&slot->cooldown_until_ms);
+    current = AIB_LOAD(&slot->cooldown_until_ms);
     /* The later deadline wins, also against a concurrent writer. */
     while (until_ms > current) {
         if (__atomic_compare_exchange_n(&slot->cooldown_until_ms, &current, until_ms, 0,
                                         __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-            STORE(&slot->cooldown_reason, reason);
+            AIB_STORE(&slot->cooldown_reason, reason);
+            AIB_ADD(&slot->version, 1);
             break;
         }
     }
@@ -225,126 +228,146 @@ void aib_key_cooldown(const aib_keypool_t *kp, int i, int64_t until_ms, aib_reas
 
 void aib_key_disable(const aib_keypool_t *kp, int i, int64_t until_ms, aib_reason_e reason)
 {
-    aib_slot_t *slot = slot_of(kp, i);
+    aib_slot_t *slot = aib_key_slot(kp, i);
 
     if (!slot)
         return;
-    STORE(&slot->disabled_reason, reason);
-    STORE(&slot->disabled_until_ms, until_ms);
+    AIB_STORE(&slot->disabled_reason, reason);
+    AIB_STORE(&slot->disabled_until_ms, until_ms);
+    AIB_ADD(&slot->version, 1);
 }
 
 /* Key i is available earlier than a walk may have noted. */
 static void drop_walk_hint(const aib_keypool_t *kp)
 {
     if (kp->walk_hint)
-        STORE(kp->walk_hint, 0);
+        AIB_STORE(kp->walk_hint, 0);
 }
 
 void aib_key_enable(const aib_keypool_t *kp, int i)
 {
-    aib_slot_t *slot = slot_of(kp, i);
+    aib_slot_t *slot = aib_key_slot(kp, i);
 
     if (!slot)
         return;
-    STORE(&slot->disabled_until_ms, 0);
-    STORE(&slot->cooldown_until_ms, 0);
-    STORE(&slot->disabled_reason, AIB_REASON_NONE);
-    STORE(&slot->cooldown_reason, AIB_REASON_NONE);
+    AIB_STORE(&slot->disabled_until_ms, 0);
+    AIB_STORE(&slot->cooldown_until_ms, 0);
+    AIB_STORE(&slot->disabled_reason, AIB_REASON_NONE);
+    AIB_STORE(&slot->cooldown_reason, AIB_REASON_NONE);
+    AIB_ADD(&slot->version, 1);
     drop_walk_hint(kp);
 }
 
 void aib_key_clear_disabled(const aib_keypool_t *kp, int i)
 {
-    aib_slot_t *slot = slot_of(kp, i);
+    aib_slot_t *slot = aib_key_slot(kp, i);
 
     if (!slot)
         return;
-    STORE(&slot->disabled_until_ms, 0);
-    STORE(&slot->disabled_reason, AIB_REASON_NONE);
+    AIB_STORE(&slot->disabled_until_ms, 0);
+    AIB_STORE(&slot->disabled_reason, AIB_REASON_NONE);
+    AIB_ADD(&slot->version, 1);
     drop_walk_hint(kp);
 }
 
 void aib_key_clear_cooldown(const aib_keypool_t *kp, int i)
 {
-    aib_slot_t *slot = slot_of(kp, i);
+    aib_slot_t *slot = aib_key_slot(kp, i);
 
     if (!slot)
         return;
-    STORE(&slot->cooldown_until_ms, 0);
-    STORE(&slot->cooldown_reason, AIB_REASON_NONE);
+    AIB_STORE(&slot->cooldown_until_ms, 0);
+    AIB_STORE(&slot->cooldown_reason, AIB_REASON_NONE);
+    AIB_ADD(&slot->version, 1);
+    drop_walk_hint(kp);
+}
+
+void aib_key_apply(const aib_keypool_t *kp, int i, int64_t cooldown_seen,
+                   int64_t cooldown_until_ms, aib_reason_e cooldown_reason,
+                   int64_t disabled_until_ms, aib_reason_e disabled_reason)
+{
+    aib_slot_t *slot = aib_key_slot(kp, i);
+
+    if (!slot)
+        return;
+    AIB_STORE(&slot->disabled_reason, disabled_reason);
+    AIB_STORE(&slot->disabled_until_ms, disabled_until_ms);
+    if (__atomic_compare_exchange_n(&slot->cooldown_until_ms, &cooldown_seen, cooldown_until_ms,
+                                    0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        AIB_STORE(&slot->cooldown_reason, cooldown_reason);
     drop_walk_hint(kp);
 }
 
 void aib_key_count_attempt(const aib_keypool_t *kp, int i, int64_t now_ms)
 {
-    aib_slot_t *slot = slot_of(kp, i);
+    aib_slot_t *slot = aib_key_slot(kp, i);
 
     if (!slot)
         return;
-    ADD(&slot->requests, 1);
-    STORE(&slot->last_used_ms, now_ms);
+    AIB_ADD(&slot->requests, 1);
+    AIB_STORE(&slot->last_used_ms, now_ms);
 }
 
 void aib_key_count_status(const aib_keypool_t *kp, int i, int status)
 {
-    aib_slot_t *slot = slot_of(kp, i);
+    aib_slot_t *slot = aib_key_slot(kp, i);
 
     if (!slot)
         return;
     if (status == 429)
-        ADD(&slot->rate_limited, 1);
+        AIB_ADD(&slot->rate_limited, 1);
     else if (status == 401)
-        ADD(&slot->unauthorized, 1);
+        AIB_ADD(&slot->unauthorized, 1);
     else if (status == 403)
-        ADD(&slot->forbidden, 1);
+        AIB_ADD(&slot->forbidden, 1);
 }
 
 void aib_key_note_failure(const aib_keypool_t *kp, int i, int64_t now_ms, int status)
 {
-    aib_slot_t *slot = slot_of(kp, i);
+    aib_slot_t *slot = aib_key_slot(kp, i);
 
     if (!slot)
         return;
-    STORE(&slot->last_failure_status, (uint64_t)status);
-    STORE(&slot->last_failure_ms, now_ms);
+    AIB_STORE(&slot->last_failure_status, (uint64_t)status);
+    AIB_STORE(&slot->last_failure_ms, now_ms);
 }
 
 void aib_key_count_tokens(const aib_keypool_t *kp, int i, int64_t input, int64_t output,
                           int64_t cache_read, int64_t cache_write)
 {
-    aib_slot_t *slot = slot_of(kp, i);
+    aib_slot_t *slot = aib_key_slot(kp, i);
 
     if (!slot)
         return;
-    ADD(&slot->tokens_input, (uint64_t)(input > 0 ? input : 0));
-    ADD(&slot->tokens_output, (uint64_t)(output > 0 ? output : 0));
-    ADD(&slot->tokens_cache_read, (uint64_t)(cache_read > 0 ? cache_read : 0));
-    ADD(&slot->tokens_cache_write, (uint64_t)(cache_write > 0 ? cache_write : 0));
+    AIB_ADD(&slot->tokens_input, (uint64_t)(input > 0 ? input : 0));
+    AIB_ADD(&slot->tokens_output, (uint64_t)(output > 0 ? output : 0));
+    AIB_ADD(&slot->tokens_cache_read, (uint64_t)(cache_read > 0 ? cache_read : 0));
+    AIB_ADD(&slot->tokens_cache_write, (uint64_t)(cache_write > 0 ? cache_write : 0));
 }
 
 void aib_key_snapshot(const aib_keypool_t *kp, int i, aib_slot_t *out)
 {
-    const aib_slot_t *slot = slot_of(kp, i);
+    const aib_slot_t *slot = aib_key_slot(kp, i);
 
     memset(out, 0, sizeof(*out));
     if (!slot)
         return;
-    out->fingerprint = LOAD(&slot->fingerprint);
-    out->cooldown_until_ms = LOAD(&slot->cooldown_until_ms);
-    out->disabled_until_ms = LOAD(&slot->disabled_until_ms);
-    out->cooldown_reason = LOAD(&slot->cooldown_reason);
-    out->disabled_reason = LOAD(&slot->disabled_reason);
-    out->requests = LOAD(&slot->requests);
-    out->rate_limited = LOAD(&slot->rate_limited);
-    out->unauthorized = LOAD(&slot->unauthorized);
-    out->forbidden = LOAD(&slot->forbidden);
-    out->last_used_ms = LOAD(&slot->last_used_ms);
-    out->last_failure_ms = LOAD(&slot->last_failure_ms);
-    out->last_failure_status = LOAD(&slot->last_failure_status);
-    out->tokens_input = LOAD(&slot->tokens_input);
-    out->tokens_output = LOAD(&slot->tokens_output);
-    out->tokens_cache_read = LOAD(&slot->tokens_cache_read);
-    out->tokens_cache_write = LOAD(&slot->tokens_cache_write);
+    out->fingerprint = AIB_LOAD(&slot->fingerprint);
+    out->cooldown_until_ms = AIB_LOAD(&slot->cooldown_until_ms);
+    out->disabled_until_ms = AIB_LOAD(&slot->disabled_until_ms);
+    out->cooldown_reason = AIB_LOAD(&slot->cooldown_reason);
+    out->disabled_reason = AIB_LOAD(&slot->disabled_reason);
+    out->requests = AIB_LOAD(&slot->requests);
+    out->rate_limited = AIB_LOAD(&slot->rate_limited);
+    out->unauthorized = AIB_LOAD(&slot->unauthorized);
+    out->forbidden = AIB_LOAD(&slot->forbidden);
+    out->last_used_ms = AIB_LOAD(&slot->last_used_ms);
+    out->last_failure_ms = AIB_LOAD(&slot->last_failure_ms);
+    out->last_failure_status = AIB_LOAD(&slot->last_failure_status);
+    out->tokens_input = AIB_LOAD(&slot->tokens_input);
+    out->tokens_output = AIB_LOAD(&slot->tokens_output);
+    out->tokens_cache_read = AIB_LOAD(&slot->tokens_cache_read);
+    out->tokens_cache_write = AIB_LOAD(&slot->tokens_cache_write);
 }
 
 void aib_walker_init(aib_walker_t *w, const aib_keypool_t *kp)
@@ -366,7 +389,7 @@ void aib_walker_init(aib_walker_t *w, const aib_keypool_t *kp)
  * holds. */
 static void take_walk_hint(aib_walker_t *w, int64_t now_ms)
 {
-    uint64_t hint = w->pool->walk_hint ? LOAD(w->pool->walk_hint) : 0;
+    uint64_t hint = w->pool->walk_hint ? AIB_LOAD(w->pool->walk_hint) : 0;
     int n = (int)(hint & HINT_KEYS_MAX);
     int64_t until = (int64_t)(hint >> 24) + HINT_EPOCH_MS;
 
@@ -381,7 +404,7 @@ static void take_walk_hint(aib_walker_t *w, int64_t now_ms)
  * it says more than the one there. */
 static void leave_walk_hint(aib_walker_t *w, int n, int64_t now_ms)
 {
-    uint64_t hint = w->pool->walk_hint ? LOAD(w->pool->walk_hint) : 0;
+    uint64_t hint = w->pool->walk_hint ? AIB_LOAD(w->pool->walk_hint) : 0;
     int64_t until = w->out_until_ms;
 
     if (!w->pool->walk_hint || n < AIB_WALK_HINT_KEYS || n > HINT_KEYS_MAX
@@ -394,7 +417,7 @@ static void leave_walk_hint(aib_walker_t *w, int n, int64_t now_ms)
         until = now_ms + AIB_WALK_HINT_MS;
     if (until - HINT_EPOCH_MS > HINT_UNTIL_MAX)
         return;
-    STORE(w->pool->walk_hint, ((uint64_t)(until - HINT_EPOCH_MS) << 24) | (uint64_t)n);
+    AIB_STORE(w->pool->walk_hint, ((uint64_t)(until - HINT_EPOCH_MS) << 24) | (uint64_t)n);
 }
 
 int aib_walker_next(aib_walker_t *w, int64_t now_ms)

@@ -28,6 +28,12 @@ typedef enum {
     AIB_KEY_DISABLED
 } aib_key_state_e;
 
+/* Slots are shared between processes and threads: every access to their
+ * fields goes through these, so a torn or stale read is never possible. */
+#define AIB_LOAD(p)      __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define AIB_STORE(p, v)  __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#define AIB_ADD(p, v)    __atomic_fetch_add((p), (v), __ATOMIC_RELAXED)
+
 /* Deadline of a key disabled until an operator re-enables it. */
 #define AIB_FOREVER INT64_MAX
 
@@ -48,6 +54,14 @@ typedef struct {
     uint64_t tokens_output;
     uint64_t tokens_cache_read;
     uint64_t tokens_cache_write;
+    /* Fleet sharing (src/fleet.c): every local change of the key's state
+     * bumps `version`; the fleet has seen the state when fleet_version
+     * equals it. fleet_tag names the shared record last written or taken
+     * over, fleet_written_ms when this server last wrote it. */
+    uint64_t version;
+    uint64_t fleet_version;
+    uint64_t fleet_tag;
+    int64_t fleet_written_ms;
 } aib_slot_t;
 
 typedef struct {
@@ -103,6 +117,15 @@ void aib_key_enable(const aib_keypool_t *kp, int i);
  * above clears both). */
 void aib_key_clear_disabled(const aib_keypool_t *kp, int i);
 void aib_key_clear_cooldown(const aib_keypool_t *kp, int i);
+/* The state another server of the fleet set: taken over exactly, without
+ * counting as a local change. `cooldown_seen` is the deadline the caller
+ * read: a cooldown a request set meanwhile is kept, never shortened. */
+void aib_key_apply(const aib_keypool_t *kp, int i, int64_t cooldown_seen,
+                   int64_t cooldown_until_ms, aib_reason_e cooldown_reason,
+                   int64_t disabled_until_ms, aib_reason_e disabled_reason);
+/* The shared slot of key i, or NULL when it now belongs to another key:
+ * for the fleet sync, which reads and writes its fields atomically. */
+aib_slot_t *aib_key_slot(const aib_keypool_t *kp, int i);
 /* Counts an upstream attempt with key i and, once known, its status. */
 void aib_key_count_attempt(const aib_keypool_t *kp, int i, int64_t now_ms);
 void aib_key_count_status(const aib_keypool_t *kp, int i, int status);
