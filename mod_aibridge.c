@@ -18,9 +18,15 @@
 #include <apr_optional_hooks.h>
 #include <mod_status.h>
 #include <apr_strings.h>
+#include <apr_atomic.h>
+#include <apr_thread_proc.h>
+#include <ap_provider.h>
+#include <ap_socache.h>
+#include <unistd.h>
 
 #include "bridge.h"
 #include "config.h"
+#include "fleet.h"
 #include "headers.h"
 #include "hint.h"
 #include "keypool.h"
@@ -41,6 +47,11 @@ typedef struct {
     const char *usage_log;            /* AIBridgeUsageLog: path or "|command" */
     apr_file_t *usage_file;           /* opened by the parent in open_logs */
     const char *status_nonce;         /* the status page's actions carry it */
+    /* AIBridgeSharedState, main server only. */
+    const char *shared_state;         /* "provider[:args]", NULL: none */
+    int64_t sync_interval_ms;
+    const ap_socache_provider_t *socache;
+    ap_socache_instance_t *socache_instance;
 } server_conf_t;
 
 typedef struct {
@@ -61,9 +72,15 @@ typedef struct {
     aib_keystore_t store;
     segment_t stats;
     aib_statstore_t statstore;
+    segment_t fleet;                  /* one aib_fleet_shared_t */
 } retained_t;
 
 static aib_transport_t *child_transport;
+
+/* This generation's fleet sync state (shared memory), NULL without
+ * AIBridgeSharedState. */
+static aib_fleet_shared_t *fleet_shared;
+#define AIB_DEFAULT_SYNC_INTERVAL_MS 250
 
 /* Serialises usage-log lines too long for one atomic pipe write. */
 #define AIB_USAGE_MUTEX "aibridge-usage"
@@ -222,6 +239,35 @@ static const char *cmd_usage_log(cmd_parms *cmd, void *dconf, const char *value)
     return NULL;
 }
 
+static const char *cmd_shared_state(cmd_parms *cmd, void *dconf, int argc,
+                                    char *const argv[])
+{
+    server_conf_t *sc = ap_get_module_config(cmd->server->module_config, &aibridge_module);
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    int i;
+
+    (void)dconf;
+    if (err)
+        return err;
+    if (argc < 1 || !*argv[0] || *argv[0] == ':')
+        return directive_error(cmd, "takes a socache provider, e.g. redis:host:port");
+    sc->shared_state = argv[0];
+    sc->sync_interval_ms = AIB_DEFAULT_SYNC_INTERVAL_MS;
+    for (i = 1; i < argc; i++) {
+        if (!strncmp(argv[i], "interval=", 9)) {
+            err = aib_parse_seconds(argv[i] + 9, &sc->sync_interval_ms);
+            if (!err && (sc->sync_interval_ms < 50 || sc->sync_interval_ms > 60000))
+                err = "interval= must be between 0.05 and 60 seconds";
+            if (err)
+                return directive_error(cmd, err);
+        }
+        else
+            return directive_error(cmd, apr_psprintf(cmd->pool, "unknown option '%s'",
+                                                     argv[i]));
+    }
+    return NULL;
+}
+
 static const command_rec aibridge_cmds[] = {
     AP_INIT_TAKE1("AIBridgeUsageLog", cmd_usage_log, NULL, RSRC_CONF,
                   "AIBridgeUsageLog <file | \"|piped command\">: one JSON line per interception"),
@@ -231,13 +277,54 @@ static const command_rec aibridge_cmds[] = {
                       "AIBridgeProvider <name> <openai|anthropic> [<base-url>] [option=value ...]"),
     AP_INIT_TAKE1("AIBridgeMaxBodySize", cmd_max_body, NULL, RSRC_CONF | ACCESS_CONF,
                   "largest request body accepted (bytes, K, M or G); default 32M"),
+    AP_INIT_TAKE_ARGV("AIBridgeSharedState", cmd_shared_state, NULL, RSRC_CONF,
+                      "AIBridgeSharedState <socache-provider>[:<args>] [interval=<s>]: key "
+                      "state shared by a fleet of servers"),
     { NULL }
 };
 
 /* Checks that need the whole configuration: `httpd -t` runs these too. */
+/* The socache provider AIBridgeSharedState names, created (which only
+ * parses its arguments: no connection is made before the children run). */
+static int check_shared_state(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s)
+{
+    server_conf_t *sc = ap_get_module_config(s->module_config, &aibridge_module);
+    const char *sep, *name, *args, *err;
+
+    if (!sc->shared_state)
+        return OK;
+    sep = strchr(sc->shared_state, ':');
+    name = sep ? apr_pstrmemdup(ptemp, sc->shared_state, (apr_size_t)(sep - sc->shared_state))
+               : sc->shared_state;
+    args = sep ? sep + 1 : NULL;
+    sc->socache = ap_lookup_provider(AP_SOCACHE_PROVIDER_GROUP, name,
+                                     AP_SOCACHE_PROVIDER_VERSION);
+    if (!sc->socache) {
+        ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, s,
+                     "AIBridgeSharedState: no socache provider '%s' (load it, e.g. "
+                     "LoadModule socache_%s_module)", name, name);
+        return !OK;
+    }
+    if (sc->socache->flags & AP_SOCACHE_FLAG_NOTMPSAFE) {
+        ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, s,
+                     "AIBridgeSharedState: socache provider '%s' is local to one server; a "
+                     "fleet shares state through redis or memcache", name);
+        return !OK;
+    }
+    err = sc->socache->create(&sc->socache_instance, args, ptemp, pconf);
+    if (err) {
+        ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, s,
+                     "AIBridgeSharedState: %s: %s", sc->shared_state, err);
+        return !OK;
+    }
+    return OK;
+}
+
 static int check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s)
 {
-    (void)pconf; (void)plog; (void)ptemp;
+    (void)plog;
+    if (check_shared_state(pconf, ptemp, s) != OK)
+        return !OK;
     for (; s; s = s->next) {
         server_conf_t *sc = ap_get_module_config(s->module_config, &aibridge_module);
         int i;
@@ -358,22 +445,29 @@ static void segment_retire(segment_t *old, int grown)
 /* Key slots for every pool. Keys that stay keep their state and their slot,
  * so marks that the previous generation's children still write land on
  * the right key. */
+/* Every pool of every server. */
+static apr_array_header_t *all_pools(apr_pool_t *p, server_rec *s)
+{
+    apr_array_header_t *pools = apr_array_make(p, 8, sizeof(aib_keypool_t *));
+
+    for (; s; s = s->next) {
+        server_conf_t *sc = ap_get_module_config(s->module_config, &aibridge_module);
+        apr_hash_index_t *hi;
+        for (hi = apr_hash_first(p, sc->own_pools); hi; hi = apr_hash_next(hi))
+            APR_ARRAY_PUSH(pools, aib_keypool_t *) = apr_hash_this_val(hi);
+    }
+    return pools;
+}
+
 static apr_status_t place_keys(retained_t *rd, server_rec *s, apr_pool_t *ptemp)
 {
-    apr_array_header_t *pools = apr_array_make(ptemp, 8, sizeof(aib_keypool_t *));
+    apr_array_header_t *pools = all_pools(ptemp, s);
     aib_keystore_t old_store = rd->store;
     segment_t old;
-    server_rec *vs;
     uint32_t needed;
     apr_status_t rv;
     int grown;
 
-    for (vs = s; vs; vs = vs->next) {
-        server_conf_t *sc = ap_get_module_config(vs->module_config, &aibridge_module);
-        apr_hash_index_t *hi;
-        for (hi = apr_hash_first(ptemp, sc->own_pools); hi; hi = apr_hash_next(hi))
-            APR_ARRAY_PUSH(pools, aib_keypool_t *) = apr_hash_this_val(hi);
-    }
     needed = aib_keystore_slots_needed(pools, ptemp);
     rv = segment_fit(&rd->keys, sizeof(aib_slot_t), needed, &old, &grown);
     if (rv != APR_SUCCESS)
@@ -433,6 +527,26 @@ static apr_status_t place_stats(retained_t *rd, server_rec *s, apr_pool_t *ptemp
     return APR_SUCCESS;
 }
 
+/* The fleet sync state, kept across restarts like the key slots. */
+static apr_status_t place_fleet(retained_t *rd, server_rec *s)
+{
+    const server_conf_t *sc = ap_get_module_config(s->module_config, &aibridge_module);
+    segment_t old;
+    int grown;
+    apr_status_t rv;
+
+    fleet_shared = NULL;
+    if (!sc->shared_state)
+        return APR_SUCCESS;
+    rv = segment_fit(&rd->fleet, sizeof(aib_fleet_shared_t), 1, &old, &grown);
+    if (rv != APR_SUCCESS)
+        return rv;
+    fleet_shared = rd->fleet.base;
+    /* A new generation's sync process takes the lease at once. */
+    fleet_shared->lease_until_ms = 0;
+    return APR_SUCCESS;
+}
+
 static int post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s)
 {
     retained_t *rd;
@@ -444,7 +558,8 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, s
         return OK;
     rd = get_retained();
     if ((rv = place_keys(rd, s, ptemp)) != APR_SUCCESS
-        || (rv = place_stats(rd, s, ptemp)) != APR_SUCCESS) {
+        || (rv = place_stats(rd, s, ptemp)) != APR_SUCCESS
+        || (rv = place_fleet(rd, s)) != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_EMERG, rv, s, "cannot create shared memory");
         return !OK;
     }
@@ -452,6 +567,124 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, s
     if (rv != APR_SUCCESS)
         return !OK;
     return OK;
+}
+
+/* ---- fleet sync: one thread per child; the lease picks the one that works ---- */
+
+typedef struct {
+    server_rec *s;
+    const server_conf_t *sc;
+    aib_fleet_t *fleet;
+    aib_fleet_cache_t cache;
+    apr_thread_t *thread;
+    volatile apr_uint32_t stop;
+} sync_t;
+
+static int64_t now_ms(void)
+{
+    return apr_time_as_msec(apr_time_now());
+}
+
+static apr_status_t socache_get(void *ctx, const unsigned char *id, unsigned id_len, char *buf,
+                                unsigned *len, apr_pool_t *tmp)
+{
+    const sync_t *sy = ctx;
+
+    return sy->sc->socache->retrieve(sy->sc->socache_instance, sy->s, id, id_len,
+                                     (unsigned char *)buf, len, tmp);
+}
+
+static apr_status_t socache_put(void *ctx, const unsigned char *id, unsigned id_len,
+                                int64_t expiry_ms, const char *data, unsigned len,
+                                apr_pool_t *tmp)
+{
+    const sync_t *sy = ctx;
+
+    return sy->sc->socache->store(sy->sc->socache_instance, sy->s, id, id_len,
+                                  apr_time_from_msec(expiry_ms), (unsigned char *)data, len,
+                                  tmp);
+}
+
+/* Long enough to cover a slow round; a process that exits gives it up. */
+#define AIB_SYNC_LEASE_MS 1000
+#define AIB_SYNC_TICK_MS 50
+
+static void *APR_THREAD_FUNC sync_thread(apr_thread_t *thread, void *data)
+{
+    sync_t *sy = data;
+    uint32_t me = (uint32_t)getpid();
+    int64_t last_round = 0;
+    apr_pool_t *tmp;
+
+    apr_pool_create(&tmp, apr_thread_pool_get(thread));
+    while (!apr_atomic_read32(&sy->stop)) {
+        aib_fleet_round_t r;
+        int64_t now;
+
+        apr_sleep(apr_time_from_msec(AIB_SYNC_TICK_MS));
+        now = now_ms();
+        if (now - last_round < sy->sc->sync_interval_ms
+            || !aib_fleet_lease(fleet_shared, me, now, AIB_SYNC_LEASE_MS))
+            continue;
+        last_round = now;
+        aib_fleet_round(sy->fleet, &sy->cache, now, tmp, &r);
+        if (r.outage_begins)
+            ap_log_error(APLOG_MARK, APLOG_WARNING, r.error, sy->s,
+                         "AIBridgeSharedState: %s unreachable: this server goes on with its "
+                         "own key state and resynchronises when the cache returns",
+                         sy->sc->shared_state);
+        else if (r.recovered)
+            ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, sy->s, "AIBridgeSharedState: %s "
+                         "reachable again, key state resynchronised", sy->sc->shared_state);
+        if (r.written || r.taken)
+            ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, sy->s, "shared state: wrote %u and took "
+                         "over %u key records", r.written, r.taken);
+        apr_pool_clear(tmp);
+    }
+    /* Hand the lease on at once rather than when it runs out. */
+    if (AIB_LOAD(&fleet_shared->owner) == me)
+        AIB_STORE(&fleet_shared->lease_until_ms, 0);
+    apr_thread_exit(thread, APR_SUCCESS);
+    return NULL;
+}
+
+/* Runs before the child's pools go: the thread uses them. */
+static apr_status_t stop_sync(void *data)
+{
+    sync_t *sy = data;
+    apr_status_t rv;
+
+    apr_atomic_set32(&sy->stop, 1);
+    apr_thread_join(&rv, sy->thread);
+    return APR_SUCCESS;
+}
+
+static void start_sync(apr_pool_t *pchild, server_rec *s)
+{
+    sync_t *sy = apr_pcalloc(pchild, sizeof(*sy));
+    struct ap_socache_hints hints = { 32, 64, apr_time_from_sec(60) };
+    apr_status_t rv;
+
+    sy->s = s;
+    sy->sc = ap_get_module_config(s->module_config, &aibridge_module);
+    /* Each child opens its own connections: none is inherited from the parent. */
+    rv = sy->sc->socache->init(sy->sc->socache_instance, "aibridge", &hints, s, pchild);
+    if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, rv, s, "AIBridgeSharedState: cannot set up %s: "
+                     "this server keeps its key state to itself", sy->sc->shared_state);
+        return;
+    }
+    sy->fleet = aib_fleet_create(pchild, fleet_shared, all_pools(pchild, s));
+    sy->cache.ctx = sy;
+    sy->cache.get = socache_get;
+    sy->cache.put = socache_put;
+    rv = apr_thread_create(&sy->thread, NULL, sync_thread, sy, pchild);
+    if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, rv, s, "AIBridgeSharedState: cannot start the "
+                     "sync thread");
+        return;
+    }
+    apr_pool_pre_cleanup_register(pchild, sy, stop_sync);
 }
 
 static void child_init(apr_pool_t *pchild, server_rec *s)
@@ -466,6 +699,8 @@ static void child_init(apr_pool_t *pchild, server_rec *s)
         return;
     }
     child_transport = aib_curl_transport_create(pchild);
+    if (fleet_shared)
+        start_sync(pchild, s);
 }
 
 /* ---- the client side: httpd brigades ---- */
@@ -569,11 +804,6 @@ static void sink_log(void *ctx, aib_log_level_e level, const char *message)
                    : level == AIB_LOG_WARNING ? APLOG_WARNING : APLOG_INFO;
 
     ap_log_rerror(APLOG_MARK, ap_level, 0, sk->r, "interception %s: %s", sk->id, message);
-}
-
-static int64_t now_ms(void)
-{
-    return apr_time_as_msec(apr_time_now());
 }
 
 /* ---- the handler ---- */
@@ -990,6 +1220,22 @@ static apr_array_header_t *all_servers(apr_pool_t *p)
     return servers;
 }
 
+/* The fleet's sync state, or NULL without AIBridgeSharedState. */
+static const aib_status_fleet_t *status_fleet(apr_pool_t *p)
+{
+    const server_conf_t *sc = ap_get_module_config(ap_server_conf->module_config,
+                                                   &aibridge_module);
+    aib_status_fleet_t *fleet;
+
+    if (!fleet_shared)
+        return NULL;
+    fleet = apr_pcalloc(p, sizeof(*fleet));
+    fleet->cache = sc->shared_state;
+    fleet->interval_ms = sc->sync_interval_ms;
+    fleet->shared = fleet_shared;
+    return fleet;
+}
+
 /* A fresh nonce per server and configuration: the status page's forms carry
  * it, and an action without it is refused. */
 static int status_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
@@ -1143,12 +1389,13 @@ static int status_handler(request_rec *r)
     private_page_headers(r);
     if (wants_json(r)) {
         ap_set_content_type(r, "application/json");
-        body = apr_pstrcat(r->pool, aib_status_json(r->pool, page_servers(r), now_ms()), "\n",
+        body = apr_pstrcat(r->pool, aib_status_json(r->pool, page_servers(r), status_fleet(r->pool),
+                                           now_ms()), "\n",
                            NULL);
     }
     else {
         ap_set_content_type(r, "text/html; charset=utf-8");
-        body = aib_status_html(r->pool, page_servers(r), now_ms(),
+        body = aib_status_html(r->pool, page_servers(r), status_fleet(r->pool), now_ms(),
                                ap_escape_uri(r->pool, r->uri), sc->status_nonce);
     }
     if (!r->header_only)
@@ -1171,7 +1418,7 @@ static int metrics_handler(request_rec *r)
         return rc;
     ap_set_content_type(r, "text/plain; version=0.0.4; charset=utf-8");
     apr_table_setn(r->headers_out, "Cache-Control", "no-store");
-    body = aib_status_metrics(r->pool, all_servers(r->pool), now_ms());
+    body = aib_status_metrics(r->pool, all_servers(r->pool), status_fleet(r->pool), now_ms());
     if (!r->header_only)
         ap_rputs(body, r);
     return OK;

@@ -18,6 +18,7 @@ struct aib_fleet {
     aib_fleet_shared_t *shared;
     const apr_array_header_t *pools;
     uint64_t *stamps;            /* per pool: the stamp seen last, 0: none */
+    int *reread;                 /* per pool: read its records in the next round */
     int resync;                  /* read every record in the next round */
     uint64_t rng;
 };
@@ -51,6 +52,7 @@ aib_fleet_t *aib_fleet_create(apr_pool_t *p, aib_fleet_shared_t *shared,
     f->shared = shared;
     f->pools = pools;
     f->stamps = apr_pcalloc(p, sizeof(uint64_t) * (apr_size_t)(pools->nelts + 1));
+    f->reread = apr_pcalloc(p, sizeof(int) * (apr_size_t)(pools->nelts + 1));
     f->resync = 1;
     if (apr_generate_random_bytes((unsigned char *)&f->rng, sizeof(f->rng)) != APR_SUCCESS)
         f->rng = (uint64_t)apr_time_now();
@@ -160,11 +162,21 @@ static apr_status_t put_stamp(aib_fleet_t *f, const aib_fleet_cache_t *cache,
                       (unsigned)strlen(data), tmp);
 }
 
+/* Whether the key is out for longer than a record is worth. */
+static int worth_a_record(const aib_slot_t *slot, int64_t now_ms)
+{
+    return AIB_LOAD(&slot->disabled_until_ms) > now_ms
+           || AIB_LOAD(&slot->cooldown_until_ms) - now_ms >= AIB_FLEET_MIN_COOLDOWN_MS;
+}
+
 /* Takes over what other servers wrote of the pool's keys. A key changed
  * here since the last round keeps its change (it is written next) but
- * takes the later cooldown: a fresh 429 elsewhere is news here too. */
+ * takes the later cooldown: a fresh 429 elsewhere is news here too. A key
+ * out here whose record is gone (the cache restarted or evicted it) is
+ * written again. */
 static apr_status_t take_pool(aib_fleet_t *f, const aib_fleet_cache_t *cache,
-                              const aib_keypool_t *kp, apr_pool_t *tmp, aib_fleet_round_t *out)
+                              const aib_keypool_t *kp, int64_t now_ms, apr_pool_t *tmp,
+                              aib_fleet_round_t *out)
 {
     int i;
 
@@ -181,9 +193,11 @@ static apr_status_t take_pool(aib_fleet_t *f, const aib_fleet_cache_t *cache,
                         &found, tmp);
         if (rv != APR_SUCCESS)
             return rv;
+        version = AIB_LOAD(&slot->version);
+        if (!found && AIB_LOAD(&slot->fleet_tag) && worth_a_record(slot, now_ms))
+            AIB_STORE(&slot->fleet_version, version - 1);
         if (!found || rec.tag == AIB_LOAD(&slot->fleet_tag))
             continue;
-        version = AIB_LOAD(&slot->version);
         if (version == AIB_LOAD(&slot->fleet_version)) {
             aib_key_apply(kp, i, AIB_LOAD(&slot->cooldown_until_ms), rec.cooldown_until_ms,
                           rec.cooldown_reason, rec.disabled_until_ms, rec.disabled_reason);
@@ -281,7 +295,7 @@ static apr_status_t write_pool(aib_fleet_t *f, const aib_fleet_cache_t *cache,
             continue;
         }
         if (rec.disabled_until_ms <= now_ms && rec.cooldown_until_ms > now_ms
-            && rec.cooldown_until_ms - now_ms < AIB_FLEET_MIN_COOLDOWN_MS) {
+            && !worth_a_record(slot, now_ms)) {
             AIB_STORE(&slot->fleet_version, version);
             continue;
         }
@@ -299,31 +313,57 @@ static apr_status_t write_pool(aib_fleet_t *f, const aib_fleet_cache_t *cache,
     return APR_SUCCESS;
 }
 
+/* Whether the cache is there. APR's Redis and memcache clients answer "not
+ * found" while they hold a server for dead, so a read alone cannot tell:
+ * a marker record is read, and written when missing. A cache that lost it
+ * (restarted, flushed) lost the key records too: everything is read, and
+ * what is missing written, again. */
+static apr_status_t probe(aib_fleet_t *f, const aib_fleet_cache_t *cache, int64_t now_ms,
+                          apr_pool_t *tmp)
+{
+    static const unsigned char id[ID_LEN] = { 'm' };
+    char buf[8];
+    unsigned len = sizeof(buf);
+    apr_status_t rv = cache->get(cache->ctx, id, ID_LEN, buf, &len, tmp);
+
+    if (!APR_STATUS_IS_NOTFOUND(rv))
+        return rv;
+    rv = cache->put(cache->ctx, id, ID_LEN, now_ms + AIB_FLEET_HOLD_MS, "aib1", 4, tmp);
+    if (rv == APR_SUCCESS)
+        f->resync = 1;
+    return APR_STATUS_IS_NOTFOUND(rv) ? APR_ECONNREFUSED : rv;
+}
+
 void aib_fleet_round(aib_fleet_t *f, const aib_fleet_cache_t *cache, int64_t now_ms,
                      apr_pool_t *tmp, aib_fleet_round_t *out)
 {
     aib_fleet_shared_t *sh = f->shared;
-    apr_status_t rv = APR_SUCCESS;
+    apr_status_t rv;
     int p;
 
     memset(out, 0, sizeof(*out));
+    rv = probe(f, cache, now_ms, tmp);
     for (p = 0; p < f->pools->nelts && rv == APR_SUCCESS; p++) {
         const aib_keypool_t *kp = APR_ARRAY_IDX(f->pools, p, const aib_keypool_t *);
         uint64_t stamp;
         int wrote;
 
         rv = get_stamp(cache, kp, &stamp, tmp);
-        if (rv == APR_SUCCESS && (f->resync || stamp != f->stamps[p])) {
-            rv = take_pool(f, cache, kp, tmp, out);
-            if (rv == APR_SUCCESS)
+        if (rv == APR_SUCCESS && (f->resync || f->reread[p] || stamp != f->stamps[p])) {
+            rv = take_pool(f, cache, kp, now_ms, tmp, out);
+            if (rv == APR_SUCCESS) {
                 f->stamps[p] = stamp;
+                f->reread[p] = 0;
+            }
         }
         if (rv == APR_SUCCESS)
             rv = write_pool(f, cache, kp, now_ms, tmp, &wrote, out);
-        /* Our own stamp is not remembered as seen: a write of another
-         * server between our read and our write must still be read. */
-        if (rv == APR_SUCCESS && wrote)
+        /* Our own stamp is not taken as seen: a write of another server
+         * between our read and our write must still be read. */
+        if (rv == APR_SUCCESS && wrote) {
             rv = put_stamp(f, cache, kp, now_ms, tmp);
+            f->reread[p] = 1;
+        }
     }
     out->error = rv;
     if (rv != APR_SUCCESS) {

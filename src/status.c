@@ -340,7 +340,26 @@ static json_object *provider_json(apr_pool_t *p, const entry_t *e, int64_t now_m
     return o;
 }
 
-const char *aib_status_json(apr_pool_t *p, const apr_array_header_t *servers, int64_t now_ms)
+static json_object *fleet_json(apr_pool_t *p, const aib_status_fleet_t *fleet)
+{
+    json_object *o = json_object_new_object();
+    aib_fleet_shared_t f;
+
+    aib_fleet_snapshot(fleet->shared, &f);
+    json_object_object_add(o, "cache", json_object_new_string(fleet->cache));
+    json_object_object_add(o, "interval_ms", json_object_new_int64(fleet->interval_ms));
+    json_object_object_add(o, "connected", json_object_new_boolean(f.connected));
+    json_object_object_add(o, "last_sync", json_time(p, f.last_sync_ms));
+    json_object_object_add(o, "last_sync_ms", f.last_sync_ms
+                           ? json_object_new_int64(f.last_sync_ms) : NULL);
+    json_object_object_add(o, "last_failure", json_time(p, f.last_failure_ms));
+    json_object_object_add(o, "records_written", json_count(f.written));
+    json_object_object_add(o, "records_taken", json_count(f.taken));
+    return o;
+}
+
+const char *aib_status_json(apr_pool_t *p, const apr_array_header_t *servers,
+                            const aib_status_fleet_t *fleet, int64_t now_ms)
 {
     apr_array_header_t *es = entries(p, servers);
     json_object *root = json_object_new_object(), *list = json_object_new_array();
@@ -364,6 +383,7 @@ const char *aib_status_json(apr_pool_t *p, const apr_array_header_t *servers, in
         json_object_array_add(list, o);
     }
     json_object_object_add(root, "servers", list);
+    json_object_object_add(root, "shared_state", fleet ? fleet_json(p, fleet) : NULL);
     out = apr_pstrdup(p, json_object_to_json_string_ext(root, JSON_C_TO_STRING_PRETTY
                                                               | JSON_C_TO_STRING_NOSLASHESCAPE));
     json_object_put(root);
@@ -462,7 +482,22 @@ static void html_provider(sb_t *b, apr_pool_t *p, const entry_t *e, int64_t now_
     sb_puts(b, "</tbody>\n</table>\n</section>\n");
 }
 
-const char *aib_status_html(apr_pool_t *p, const apr_array_header_t *servers, int64_t now_ms,
+static void html_fleet(sb_t *b, apr_pool_t *p, const aib_status_fleet_t *fleet, int64_t now_ms)
+{
+    aib_fleet_shared_t f;
+
+    aib_fleet_snapshot(fleet->shared, &f);
+    sb_printf(b, "<section class=\"shared-state\">\n<h2>Shared state</h2>\n<p>Key state is "
+              "shared with the fleet through <code>%s</code>, every %s: "
+              "<strong class=\"%s\">%s</strong>. Last synchronised: %s. Last failure: %s.</p>"
+              "\n</section>\n", H(fleet->cache), H(duration(p, fleet->interval_ms)),
+              f.connected ? "connected" : "disconnected",
+              f.connected ? "connected" : "not connected, using this server's own state",
+              H(when(p, f.last_sync_ms, now_ms)), H(when(p, f.last_failure_ms, now_ms)));
+}
+
+const char *aib_status_html(apr_pool_t *p, const apr_array_header_t *servers,
+                            const aib_status_fleet_t *fleet, int64_t now_ms,
                             const char *action, const char *nonce)
 {
     apr_array_header_t *es = entries(p, servers);
@@ -476,6 +511,8 @@ const char *aib_status_html(apr_pool_t *p, const apr_array_header_t *servers, in
               "<h1>mod_aibridge status</h1>\n<p>As of <span class=\"generated\">%s</span>. "
               "The numbers are in shared memory: every httpd child process shows the same.</p>\n",
               page_style, H(iso_time(p, now_ms)));
+    if (fleet)
+        html_fleet(&b, p, fleet, now_ms);
     for (i = 0; servers && i < servers->nelts; i++) {
         const aib_status_server_t *s = &APR_ARRAY_IDX(servers, i, aib_status_server_t);
         int any = 0;
@@ -639,7 +676,32 @@ static const char *bound(apr_pool_t *p, double v)
     return strpbrk(s, ".e") ? apr_pstrdup(p, s) : apr_pstrcat(p, s, ".0", NULL);
 }
 
-const char *aib_status_metrics(apr_pool_t *p, const apr_array_header_t *servers, int64_t now_ms)
+static void metrics_fleet(sb_t *b, const aib_status_fleet_t *fleet)
+{
+    aib_fleet_shared_t f;
+
+    aib_fleet_snapshot(fleet->shared, &f);
+    family(b, "aibridge_shared_state_connected", "gauge",
+           "1 when the last sync round reached the shared cache (AIBridgeSharedState).");
+    sb_printf(b, "aibridge_shared_state_connected %u\n", f.connected ? 1u : 0u);
+    family(b, "aibridge_shared_state_last_sync_timestamp_seconds", "gauge",
+           "When a sync round last reached the shared cache, 0: never.");
+    sb_printf(b, "aibridge_shared_state_last_sync_timestamp_seconds %.3f\n",
+              (double)f.last_sync_ms / 1e3);
+    family(b, "aibridge_shared_state_rounds_total", "counter",
+           "Sync rounds with the shared cache, by outcome.");
+    sb_printf(b, "aibridge_shared_state_rounds_total{outcome=\"ok\"} %" PRIu64 "\n"
+              "aibridge_shared_state_rounds_total{outcome=\"failed\"} %" PRIu64 "\n",
+              f.rounds_ok, f.rounds_failed);
+    family(b, "aibridge_shared_state_records_total", "counter",
+           "Key records written to the shared cache, and taken over from other servers.");
+    sb_printf(b, "aibridge_shared_state_records_total{direction=\"written\"} %" PRIu64 "\n"
+              "aibridge_shared_state_records_total{direction=\"taken\"} %" PRIu64 "\n",
+              f.written, f.taken);
+}
+
+const char *aib_status_metrics(apr_pool_t *p, const apr_array_header_t *servers,
+                               const aib_status_fleet_t *fleet, int64_t now_ms)
 {
     apr_array_header_t *es = entries(p, servers);
     const entry_t *e;
@@ -767,6 +829,8 @@ const char *aib_status_metrics(apr_pool_t *p, const apr_array_header_t *servers,
 #undef EACH_ENTRY
 #undef PV_LABELS
 #undef PV_ARGS
+    if (fleet)
+        metrics_fleet(&b, fleet);
     return b.buf;
 }
 

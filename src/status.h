@@ -14,6 +14,7 @@
 #include <apr_tables.h>
 
 #include "config.h"
+#include "fleet.h"
 
 /* One server (virtual host) and the providers to show for it. */
 typedef struct {
@@ -21,14 +22,24 @@ typedef struct {
     const apr_array_header_t *providers;   /* of aib_provider_t *, in display order */
 } aib_status_server_t;
 
-/* `servers` below is an array of aib_status_server_t. */
+/* Key state shared by a fleet (AIBridgeSharedState). */
+typedef struct {
+    const char *cache;                     /* "provider:args" as configured */
+    int64_t interval_ms;
+    const aib_fleet_shared_t *shared;
+} aib_status_fleet_t;
+
+/* `servers` below is an array of aib_status_server_t; `fleet` is NULL
+ * when no shared state is configured. */
 
 /* The status page as JSON. */
-const char *aib_status_json(apr_pool_t *p, const apr_array_header_t *servers, int64_t now_ms);
+const char *aib_status_json(apr_pool_t *p, const apr_array_header_t *servers,
+                           const aib_status_fleet_t *fleet, int64_t now_ms);
 
 /* The status page as a whole HTML document. With an `action` URL and a
  * `nonce`, each disabled or cooling key gets a form that POSTs there. */
-const char *aib_status_html(apr_pool_t *p, const apr_array_header_t *servers, int64_t now_ms,
+const char *aib_status_html(apr_pool_t *p, const apr_array_header_t *servers,
+                            const aib_status_fleet_t *fleet, int64_t now_ms,
                             const char *action, const char *nonce);
 
 /* mod_status's section: one compact table (a list with `tables` 0). */
@@ -41,7 +52,8 @@ const char *aib_status_text_summary(apr_pool_t *p, const apr_array_header_t *ser
 
 /* Prometheus text exposition format 0.0.4. A provider that appears twice
  * (the same object, or the same server and provider name) is reported once. */
-const char *aib_status_metrics(apr_pool_t *p, const apr_array_header_t *servers, int64_t now_ms);
+const char *aib_status_metrics(apr_pool_t *p, const apr_array_header_t *servers,
+                               const aib_status_fleet_t *fleet, int64_t now_ms);
 
 /* The operator's actions. */
 typedef enum {

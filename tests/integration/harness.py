@@ -82,6 +82,44 @@ class Mock:
         self.proc.wait(timeout=10)
 
 
+class Redis:
+    """A real redis-server (Debian's) on a free loopback port, no persistence."""
+
+    def __init__(self, workdir):
+        self.dir = str(workdir)
+        os.makedirs(self.dir, exist_ok=True)
+        self.port = free_port()
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--rdbcompression", "no", "--dir", self.dir],
+            stdout=open(os.path.join(self.dir, "redis.log"), "a"), stderr=subprocess.STDOUT)
+        deadline = time.time() + 20 * SLOW
+        while time.time() < deadline:
+            if self.command("PING") == "+PONG":
+                return
+            time.sleep(0.05)
+        raise AssertionError("redis-server did not start")
+
+    def command(self, *words):
+        """One command over RESP; the first line of the answer, None when unreachable."""
+        payload = f"*{len(words)}\r\n" + "".join(f"${len(w)}\r\n{w}\r\n" for w in words)
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as c:
+                c.sendall(payload.encode())
+                return c.makefile("rb").readline().decode().rstrip("\r\n")
+        except OSError:
+            return None
+
+    def kill(self):
+        if self.proc:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
 BASE_CONFIG = """\
 ServerRoot "{dir}"
 ServerName 127.0.0.1

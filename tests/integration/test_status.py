@@ -3,7 +3,6 @@ server-status section, and the Prometheus metrics (SetHandler
 aibridge-metrics): what they show is compared with the traffic sent, also
 when that traffic met several child processes, and no key ever appears."""
 
-import html.parser
 import json
 import os
 import re
@@ -13,6 +12,7 @@ import pytest
 import requests
 
 from harness import MODULES_DIR, SLOW
+from status_pages import STATUS, act, json_key, status_json, status_page
 
 CHAT = "/ai/openai/v1/chat/completions"
 RESPONSES = "/ai/openai/v1/responses"
@@ -21,7 +21,6 @@ CHAT_BODY = {"model": "gpt-x", "messages": [{"role": "user", "content": "hi"}]}
 RESPONSES_BODY = {"model": "gpt-x", "input": "hi"}
 MESSAGES_BODY = {"model": "claude-x", "max_tokens": 16,
                  "messages": [{"role": "user", "content": "hi"}]}
-STATUS = "/aibridge-status"
 METRICS = "/metrics"
 
 # Distinctive keys (hints sk-p...k0aa and so on): none of them, nor their
@@ -71,88 +70,6 @@ def gw(httpd, mock):
 
 def chat(httpd, **kw):
     return httpd.post(CHAT, json=CHAT_BODY, **kw)
-
-
-# --------------------------------------------------------------------------
-# Reading the page
-
-class Page(html.parser.HTMLParser):
-    """The key rows of the status page: cells by class, forms with their fields."""
-
-    def __init__(self, text):
-        super().__init__()
-        self.rows, self.row, self.cell, self.form = [], None, None, None
-        self.feed(text)
-        self.close()
-
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        if tag == "tr" and "data-provider" in a:
-            self.row = {"provider": a["data-provider"], "key": int(a["data-key"]),
-                        "state": a["data-state"], "cells": {}, "forms": []}
-            self.rows.append(self.row)
-        elif tag == "td" and self.row is not None:
-            self.cell = a.get("class", "").split()[-1]
-            self.row["cells"][self.cell] = ""
-        elif tag == "form" and self.row is not None:
-            self.form = {"method": a.get("method"), "action": a.get("action"), "fields": {}}
-            self.row["forms"].append(self.form)
-        elif tag in ("input", "button") and self.form is not None:
-            self.form["fields"][a["name"]] = a["value"]
-
-    def handle_endtag(self, tag):
-        if tag == "td":
-            self.cell = None
-        elif tag == "tr":
-            self.row = None
-        elif tag == "form":
-            self.form = None
-
-    def handle_data(self, data):
-        if self.row is not None and self.cell:
-            self.row["cells"][self.cell] += data
-
-    def key(self, provider, index):
-        [row] = [r for r in self.rows if r["provider"] == provider and r["key"] == index]
-        return row
-
-    def nonce(self):
-        nonces = {f["fields"]["nonce"] for r in self.rows for f in r["forms"]}
-        assert len(nonces) == 1, nonces
-        return nonces.pop()
-
-
-def status_json(httpd, **kw):
-    r = httpd.get(STATUS + "?format=json", **kw)
-    assert r.status_code == 200, r.text
-    assert r.headers["Content-Type"] == "application/json"
-    assert r.headers["Cache-Control"] == "no-store"
-    return r.json()
-
-
-def json_key(doc, provider, index, server=0):
-    [pv] = [p for p in doc["servers"][server]["providers"] if p["name"] == provider]
-    return pv["keys"][index]
-
-
-def status_page(httpd, **kw):
-    r = httpd.get(STATUS, **kw)
-    assert r.status_code == 200, r.text
-    assert r.headers["Content-Type"] == "text/html; charset=utf-8"
-    assert r.headers["Cache-Control"] == "no-store"
-    assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
-    return Page(r.text)
-
-
-def act(httpd, nonce, action, provider="openai", key=0, headers=None, host=None):
-    fields = {"action": action, "provider": provider, "key": str(key)}
-    if nonce is not None:
-        fields["nonce"] = nonce
-    headers = dict(headers or {})
-    if host:
-        headers["Host"] = host
-    return requests.post(httpd.url + STATUS, data=fields, headers=headers,
-                         allow_redirects=False, timeout=30 * SLOW)
 
 
 def never_printed(text):

@@ -27,7 +27,8 @@ typedef struct {
 typedef struct {
     apr_hash_t *entries;         /* id -> entry_t */
     int64_t now_ms;
-    int down;
+    int down;                    /* unreachable: every call fails */
+    int dead;                    /* held for dead, as APR's clients do: "not found" */
     int gets;
     int puts;
 } fake_cache_t;
@@ -41,6 +42,8 @@ static apr_status_t fake_get(void *ctx, const unsigned char *id, unsigned id_len
     (void)tmp;
     if (fc->down)
         return APR_ECONNREFUSED;
+    if (fc->dead)
+        return APR_NOTFOUND;
     fc->gets++;
     e = apr_hash_get(fc->entries, id, id_len);
     if (!e || e->expiry_ms <= fc->now_ms)
@@ -61,6 +64,8 @@ static apr_status_t fake_put(void *ctx, const unsigned char *id, unsigned id_len
     (void)tmp;
     if (fc->down)
         return APR_ECONNREFUSED;
+    if (fc->dead)
+        return APR_NOTFOUND;
     /* A socache stores whole seconds: below one, the write fails. */
     if (expiry_ms - fc->now_ms < 1000)
         return APR_EINVAL;
@@ -186,7 +191,7 @@ static void short_cooldowns_stay_local(void **state)
     (void)state;
     aib_key_cooldown(a.kp, 0, NOW + AIB_FLEET_MIN_COOLDOWN_MS - 1, AIB_REASON_RATE_LIMITED);
     assert_int_equal(round_at(&a, NOW).written, 0);
-    assert_int_equal(cache_state.puts, 0);
+    assert_int_equal(cache_state.puts, 1);   /* the marker only */
     assert_int_equal(state_at(&a, 0, NOW, NULL), AIB_KEY_COOLING);
     aib_key_cooldown(a.kp, 0, NOW + AIB_FLEET_MIN_COOLDOWN_MS, AIB_REASON_RATE_LIMITED);
     assert_int_equal(round_at(&a, NOW).written, 1);
@@ -200,13 +205,13 @@ static void idle_rounds_read_one_stamp_per_pool(void **state)
     round_at(&b, NOW + 100);          /* the first round reads everything */
     cache_state.gets = 0;
     round_at(&b, NOW + 200);
-    assert_int_equal(cache_state.gets, 1);
+    assert_int_equal(cache_state.gets, 2);   /* the marker, the stamp */
     /* A write elsewhere changes the stamp: the pool is read again. */
     aib_key_cooldown(a.kp, 1, NOW + 30000, AIB_REASON_RATE_LIMITED);
     round_at(&a, NOW + 300);
     cache_state.gets = 0;
     assert_int_equal(round_at(&b, NOW + 400).taken, 1);
-    assert_int_equal(cache_state.gets, 1 + KEYS);
+    assert_int_equal(cache_state.gets, 2 + KEYS);
 }
 
 static void disabled_records_are_held_and_renewed(void **state)
@@ -309,6 +314,42 @@ static void an_outage_is_reported_once_and_resynchronised(void **state)
     assert_int_equal(state_at(&b, 0, NOW + 500, NULL), AIB_KEY_COOLING);
 }
 
+static void a_cache_that_lost_its_records_gets_them_again(void **state)
+{
+    (void)state;
+    aib_key_disable(a.kp, 0, AIB_FOREVER, AIB_REASON_UNAUTHORIZED);
+    aib_key_cooldown(a.kp, 1, NOW + 60000, AIB_REASON_RATE_LIMITED);
+    aib_key_cooldown(a.kp, 2, NOW + 60000, AIB_REASON_RATE_LIMITED);
+    aib_key_clear_cooldown(a.kp, 2);
+    assert_int_equal(round_at(&a, NOW).written, 3);
+    /* The cache restarts empty, unnoticed between two rounds. */
+    cache_state.entries = apr_hash_make(pool);
+    assert_int_equal(round_at(&a, NOW + 100).written, 2);   /* not the cleared key */
+    assert_int_equal(round_at(&b, NOW + 200).taken, 2);
+    assert_int_equal(state_at(&b, 0, NOW + 200, NULL), AIB_KEY_DISABLED);
+    assert_int_equal(state_at(&b, 1, NOW + 200, NULL), AIB_KEY_COOLING);
+    /* Nothing lost: nothing written again. */
+    assert_int_equal(round_at(&a, NOW + 300).written, 0);
+}
+
+static void a_cache_held_for_dead_is_an_outage(void **state)
+{
+    aib_fleet_round_t r;
+
+    (void)state;
+    assert_int_equal(round_at(&a, NOW).error, APR_SUCCESS);
+    cache_state.dead = 1;
+    r = round_at(&a, NOW + 100);
+    assert_int_not_equal(r.error, APR_SUCCESS);
+    assert_true(r.outage_begins);
+    r = round_at(&a, NOW + 200);
+    assert_int_not_equal(r.error, APR_SUCCESS);
+    assert_false(r.recovered);
+    assert_false(a.shared.connected);
+    cache_state.dead = 0;
+    assert_true(round_at(&a, NOW + 300).recovered);
+}
+
 static void malformed_records_are_ignored(void **state)
 {
     unsigned char id[9];
@@ -345,7 +386,7 @@ static void the_cache_never_sees_a_key(void **state)
     aib_key_disable(a.kp, 0, AIB_FOREVER, AIB_REASON_UNAUTHORIZED);
     aib_key_cooldown(a.kp, 1, NOW + 30000, AIB_REASON_RATE_LIMITED);
     round_at(&a, NOW);
-    assert_int_equal(apr_hash_count(cache_state.entries), 3);   /* two keys, one stamp */
+    assert_int_equal(apr_hash_count(cache_state.entries), 4);   /* marker, two keys, stamp */
     for (hi = apr_hash_first(pool, cache_state.entries); hi; hi = apr_hash_next(hi)) {
         const void *id;
         apr_ssize_t len;
@@ -385,6 +426,8 @@ int main(void)
         T(renewal_never_overwrites_a_newer_record),
         T(a_local_change_keeps_its_state_but_takes_a_later_cooldown),
         T(an_outage_is_reported_once_and_resynchronised),
+        T(a_cache_that_lost_its_records_gets_them_again),
+        T(a_cache_held_for_dead_is_an_outage),
         T(malformed_records_are_ignored),
         T(the_cache_never_sees_a_key),
         T(one_process_holds_the_lease),

@@ -216,7 +216,7 @@ static const char *str(json_object *o, const char *name)
 static void test_json(void **state)
 {
     scene_t sc = scene();
-    const char *out = aib_status_json(pool, sc.servers, NOW);
+    const char *out = aib_status_json(pool, sc.servers, NULL, NOW);
     json_object *root = json_tokener_parse(out), *server, *pv, *keys, *k;
 
     (void)state;
@@ -282,7 +282,7 @@ static void test_json_byok_only_and_empty(void **state)
     (void)state;
     server_add(servers, "a:80", 1, pv);
     server_add(servers, "b:80", 0);
-    root = json_tokener_parse(aib_status_json(pool, servers, NOW));
+    root = json_tokener_parse(aib_status_json(pool, servers, NULL, NOW));
     assert_non_null(root);
     p0 = json_object_array_get_idx(get(json_object_array_get_idx(get(root, "servers"), 0),
                                        "providers"), 0);
@@ -293,7 +293,7 @@ static void test_json_byok_only_and_empty(void **state)
                                                   "providers")), 0);
     json_object_put(root);
     /* Nothing at all is still a valid page. */
-    root = json_tokener_parse(aib_status_json(pool, servers_new(), NOW));
+    root = json_tokener_parse(aib_status_json(pool, servers_new(), NULL, NOW));
     assert_int_equal(json_object_array_length(get(root, "servers")), 0);
     json_object_put(root);
 }
@@ -312,7 +312,7 @@ static int count(const char *haystack, const char *needle)
 static void test_html(void **state)
 {
     scene_t sc = scene();
-    const char *out = aib_status_html(pool, sc.servers, NOW, "/status?a=1&b=<2>", "n0nce");
+    const char *out = aib_status_html(pool, sc.servers, NULL, NOW, "/status?a=1&b=<2>", "n0nce");
 
     (void)state;
     never_printed(out);
@@ -334,7 +334,7 @@ static void test_html(void **state)
     assert_null(strstr(out, "<2>"));
 
     /* Without an action URL: no form at all. */
-    out = aib_status_html(pool, sc.servers, NOW, NULL, NULL);
+    out = aib_status_html(pool, sc.servers, NULL, NOW, NULL, NULL);
     assert_null(strstr(out, "<form"));
     assert_null(strstr(out, "nonce"));
 }
@@ -349,7 +349,7 @@ static void test_html_escapes_everything(void **state)
 
     (void)state;
     server_add(servers, "<script>alert(1)</script>", 1, pv);
-    out = aib_status_html(pool, servers, NOW, "/s", "\"><x");
+    out = aib_status_html(pool, servers, NULL, NOW, "/s", "\"><x");
     never_printed(out);
     assert_null(strstr(out, "<script>"));
     assert_non_null(strstr(out, "&lt;script&gt;alert(1)&lt;/script&gt;"));
@@ -446,7 +446,7 @@ static void expect(apr_hash_t *s, const char *series, const char *value)
 static void test_metrics(void **state)
 {
     scene_t sc = scene();
-    const char *out = aib_status_metrics(pool, sc.servers, NOW);
+    const char *out = aib_status_metrics(pool, sc.servers, NULL, NOW);
     apr_hash_t *s = samples(out);
     static const char *const families[] = {
         "aibridge_interceptions_total counter", "aibridge_interceptions_inflight gauge",
@@ -523,7 +523,7 @@ static void test_metrics_once_each_and_escaped(void **state)
     server_add(servers, "vhost:80", 2, a, c);
     server_add(servers, "other\"\\\n:80", 1, b);
     server_add(servers, "other\"\\\n:80", 1, b);
-    out = aib_status_metrics(pool, servers, NOW);
+    out = aib_status_metrics(pool, servers, NULL, NOW);
     never_printed(out);
     s = samples(out);
     expect(s, "aibridge_interceptions_inflight{server=\"main:80\",provider=\"openai\"}", "0");
@@ -555,7 +555,7 @@ static void test_metrics_counts_off_type_routes(void **state)
     (void)state;
     server_add(servers, "s", 1, pv);
     aib_stats_end(pv->stats, aib_stat_route("chat"), 1, AIB_OUTCOME_REJECTED, 10, 0);
-    out = aib_status_metrics(pool, servers, NOW);
+    out = aib_status_metrics(pool, servers, NULL, NOW);
     expect(samples(out), "aibridge_interceptions_total{server=\"s\",provider=\"claude\","
                          "route=\"chat\",credential=\"byok\",outcome=\"rejected\"}", "1");
 }
@@ -654,6 +654,52 @@ static void test_nonce_equal(void **state)
     assert_false(aib_status_nonce_equal(NULL, NULL));
 }
 
+/* The shared-state section appears with AIBridgeSharedState only, on every page. */
+static void test_shared_state(void **state)
+{
+    aib_fleet_shared_t shared;
+    aib_status_fleet_t fleet = { "redis:10.0.0.5:6379", 250, &shared };
+    apr_array_header_t *servers = servers_new();
+    json_object *root, *o;
+    const char *html, *metrics;
+
+    (void)state;
+    memset(&shared, 0, sizeof(shared));
+    shared.connected = 1;
+    shared.last_sync_ms = NOW - 2000;
+    shared.rounds_ok = 7;
+    shared.rounds_failed = 2;
+    shared.written = 3;
+    shared.taken = 5;
+    root = json_tokener_parse(aib_status_json(pool, servers, &fleet, NOW));
+    o = get(root, "shared_state");
+    assert_string_equal(json_object_get_string(get(o, "cache")), "redis:10.0.0.5:6379");
+    assert_true(json_object_get_boolean(get(o, "connected")));
+    assert_true(json_object_get_int64(get(o, "last_sync_ms")) == NOW - 2000);
+    assert_null(get(o, "last_failure"));
+    assert_int_equal(json_object_get_int(get(o, "records_taken")), 5);
+    json_object_put(root);
+    html = aib_status_html(pool, servers, &fleet, NOW, NULL, NULL);
+    assert_non_null(strstr(html, "<code>redis:10.0.0.5:6379</code>"));
+    assert_non_null(strstr(html, "<strong class=\"connected\">connected</strong>"));
+    metrics = aib_status_metrics(pool, servers, &fleet, NOW);
+    assert_non_null(strstr(metrics, "\naibridge_shared_state_connected 1\n"));
+    assert_non_null(strstr(metrics, "\naibridge_shared_state_rounds_total{outcome=\"failed\"} 2\n"));
+    assert_non_null(strstr(metrics, "\naibridge_shared_state_records_total{direction=\"written\"} 3\n"));
+    shared.connected = 0;
+    shared.last_failure_ms = NOW - 1000;
+    html = aib_status_html(pool, servers, &fleet, NOW, NULL, NULL);
+    assert_non_null(strstr(html, "class=\"disconnected\">not connected"));
+    assert_non_null(strstr(aib_status_metrics(pool, servers, &fleet, NOW),
+                           "\naibridge_shared_state_connected 0\n"));
+    /* Without shared state: nothing of it. */
+    root = json_tokener_parse(aib_status_json(pool, servers, NULL, NOW));
+    assert_null(get(root, "shared_state"));
+    json_object_put(root);
+    assert_null(strstr(aib_status_html(pool, servers, NULL, NOW, NULL, NULL), "Shared state"));
+    assert_null(strstr(aib_status_metrics(pool, servers, NULL, NOW), "shared_state"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -671,6 +717,7 @@ int main(void)
         cmocka_unit_test_teardown(test_apply_byok_only, aib_clear_pool),
         cmocka_unit_test_teardown(test_same_origin, aib_clear_pool),
         cmocka_unit_test_teardown(test_nonce_equal, aib_clear_pool),
+        cmocka_unit_test_teardown(test_shared_state, aib_clear_pool),
     };
     return AIB_RUN_TESTS(tests);
 }
