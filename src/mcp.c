@@ -238,18 +238,20 @@ static apr_status_t put_json(void *obj)
     return APR_SUCCESS;
 }
 
-/* Parses JSON text; the object is freed with pool p. */
+/* Parses one JSON value, nothing but space after it; `text` is
+ * NUL-terminated at len. The object is freed with pool p. */
 static json_object *parse_json(apr_pool_t *p, const char *text, apr_size_t len)
 {
     json_tokener *tok = json_tokener_new();
     json_object *obj;
+    const char *rest;
 
     if (!tok)
         return NULL;
     obj = json_tokener_parse_ex(tok, text, (int)len);
+    rest = text + json_tokener_get_parse_end(tok);
     if (obj && (json_tokener_get_error(tok) != json_tokener_success
-                || text[json_tokener_get_parse_end(tok)
-                        + strspn(text + json_tokener_get_parse_end(tok), " \t\r\n")])) {
+                || rest[strspn(rest, " \t\r\n")])) {
         json_object_put(obj);
         obj = NULL;
     }
