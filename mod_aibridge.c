@@ -30,6 +30,7 @@
 #include "headers.h"
 #include "hint.h"
 #include "keypool.h"
+#include "mcp.h"
 #include "request.h"
 #include "status.h"
 #include "transport.h"
@@ -44,6 +45,8 @@ typedef struct {
     apr_hash_t *providers;            /* name -> aib_provider_t *, inherited too */
     apr_hash_t *own_pools;            /* defined in this server's scope */
     apr_array_header_t *own_providers;
+    apr_hash_t *mcp;                  /* name -> aib_mcp_server_t *, inherited too */
+    apr_hash_t *own_mcp;
     const char *usage_log;            /* AIBridgeUsageLog: path or "|command" */
     apr_file_t *usage_file;           /* opened by the parent in open_logs */
     const char *status_nonce;         /* the status page's actions carry it */
@@ -56,6 +59,10 @@ typedef struct {
 
 typedef struct {
     apr_off_t max_body;               /* -1: unset */
+    /* AIBridgeInjectTools: MCP server names (none: an empty array); NULL:
+     * unset, the provider's mcp= applies. */
+    apr_array_header_t *inject;
+    int max_tool_iterations;          /* 0: unset */
 } dir_conf_t;
 
 /* A shared-memory segment of fixed-size records. */
@@ -95,6 +102,8 @@ static void *create_server_conf(apr_pool_t *p, server_rec *s)
     sc->pools = sc->own_pools;
     sc->providers = apr_hash_make(p);
     sc->own_providers = apr_array_make(p, 4, sizeof(aib_provider_t *));
+    sc->own_mcp = apr_hash_make(p);
+    sc->mcp = sc->own_mcp;
     return sc;
 }
 
@@ -107,6 +116,8 @@ static void *merge_server_conf(apr_pool_t *p, void *basev, void *addv)
     sc->own_providers = add->own_providers;
     sc->pools = apr_hash_overlay(p, add->own_pools, base->pools);
     sc->providers = apr_hash_overlay(p, add->providers, base->providers);
+    sc->own_mcp = add->own_mcp;
+    sc->mcp = apr_hash_overlay(p, add->own_mcp, base->mcp);
     sc->usage_log = add->usage_log ? add->usage_log : base->usage_log;
     return sc;
 }
@@ -126,6 +137,9 @@ static void *merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
     dir_conf_t *dc = apr_pcalloc(p, sizeof(*dc));
 
     dc->max_body = add->max_body >= 0 ? add->max_body : base->max_body;
+    dc->inject = add->inject ? add->inject : base->inject;
+    dc->max_tool_iterations = add->max_tool_iterations ? add->max_tool_iterations
+                                                       : base->max_tool_iterations;
     return dc;
 }
 
@@ -268,6 +282,54 @@ static const char *cmd_shared_state(cmd_parms *cmd, void *dconf, int argc,
     return NULL;
 }
 
+static const char *cmd_mcp_server(cmd_parms *cmd, void *dconf, int argc, char *const argv[])
+{
+    server_conf_t *sc = ap_get_module_config(cmd->server->module_config, &aibridge_module);
+    aib_mcp_server_t *ms;
+    const char *err = aib_mcp_server_parse(cmd->pool, argc, argv, &ms);
+
+    (void)dconf;
+    if (err)
+        return directive_error(cmd, err);
+    if (apr_hash_get(sc->own_mcp, ms->name, APR_HASH_KEY_STRING))
+        return directive_error(cmd, apr_psprintf(cmd->pool, "MCP server '%s' is defined twice "
+                                                 "in this server", ms->name));
+    apr_hash_set(sc->own_mcp, ms->name, APR_HASH_KEY_STRING, ms);
+    return NULL;
+}
+
+static const char *cmd_inject_tools(cmd_parms *cmd, void *dconf, int argc, char *const argv[])
+{
+    dir_conf_t *dc = dconf;
+    int i;
+
+    if (argc < 1)
+        return directive_error(cmd, "takes MCP server names, or none");
+    dc->inject = apr_array_make(cmd->pool, argc, sizeof(const char *));
+    if (argc == 1 && !strcasecmp(argv[0], "none"))
+        return NULL;
+    for (i = 0; i < argc; i++) {
+        if (!aib_valid_name(argv[i]))
+            return directive_error(cmd, apr_psprintf(cmd->pool, "'%s' is no MCP server name "
+                                                     "(nor none)", argv[i]));
+        APR_ARRAY_PUSH(dc->inject, const char *) = argv[i];
+    }
+    return NULL;
+}
+
+static const char *cmd_max_tool_iterations(cmd_parms *cmd, void *dconf, const char *value)
+{
+    dir_conf_t *dc = dconf;
+    char *end;
+    apr_int64_t n = apr_strtoi64(value, &end, 10);
+
+    if (end == value || *end || n < 1 || n > 100)
+        return directive_error(cmd, apr_psprintf(cmd->pool, "'%s' is not a number from 1 to "
+                                                 "100", value));
+    dc->max_tool_iterations = (int)n;
+    return NULL;
+}
+
 static const command_rec aibridge_cmds[] = {
     AP_INIT_TAKE1("AIBridgeUsageLog", cmd_usage_log, NULL, RSRC_CONF,
                   "AIBridgeUsageLog <file | \"|piped command\">: one JSON line per interception"),
@@ -277,6 +339,15 @@ static const command_rec aibridge_cmds[] = {
                       "AIBridgeProvider <name> <openai|anthropic> [<base-url>] [option=value ...]"),
     AP_INIT_TAKE1("AIBridgeMaxBodySize", cmd_max_body, NULL, RSRC_CONF | ACCESS_CONF,
                   "largest request body accepted (bytes, K, M or G); default 32M"),
+    AP_INIT_TAKE_ARGV("AIBridgeMCPServer", cmd_mcp_server, NULL, RSRC_CONF,
+                      "AIBridgeMCPServer <name> <url> [header=<Name>:<value> ...] "
+                      "[allow=<regex>] [deny=<regex>] [tools-ttl=<s>]"),
+    AP_INIT_TAKE_ARGV("AIBridgeInjectTools", cmd_inject_tools, NULL, RSRC_CONF | ACCESS_CONF,
+                      "AIBridgeInjectTools <mcp-server> ... | none: the MCP servers whose tools "
+                      "are offered here, instead of the provider's mcp="),
+    AP_INIT_TAKE1("AIBridgeMaxToolIterations", cmd_max_tool_iterations, NULL,
+                  RSRC_CONF | ACCESS_CONF, "upstream calls one request may make while the "
+                  "model calls MCP tools; default 10"),
     AP_INIT_TAKE_ARGV("AIBridgeSharedState", cmd_shared_state, NULL, RSRC_CONF,
                       "AIBridgeSharedState <socache-provider>[:<args>] [interval=<s>]: key "
                       "state shared by a fleet of servers"),
@@ -320,6 +391,44 @@ static int check_shared_state(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *
     return OK;
 }
 
+/* The MCP servers `names` name in server `sc`, or NULL after logging
+ * which one is unknown, in the words of `where`. */
+static apr_array_header_t *resolve_mcp(apr_pool_t *p, const server_conf_t *sc,
+                                       const apr_array_header_t *names, server_rec *s,
+                                       const char *where)
+{
+    apr_array_header_t *servers = apr_array_make(p, names->nelts, sizeof(aib_mcp_server_t *));
+    int i;
+
+    for (i = 0; i < names->nelts; i++) {
+        const char *name = APR_ARRAY_IDX(names, i, const char *);
+        aib_mcp_server_t *ms = apr_hash_get(sc->mcp, name, APR_HASH_KEY_STRING);
+        if (!ms) {
+            ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, s, "%s: unknown MCP "
+                         "server '%s' (define it with AIBridgeMCPServer)", where, name);
+            return NULL;
+        }
+        APR_ARRAY_PUSH(servers, aib_mcp_server_t *) = ms;
+    }
+    return servers;
+}
+
+/* AIBridgeInjectTools names servers that must exist where it is used. */
+static int check_inject_tools(apr_pool_t *ptemp, const server_conf_t *sc, server_rec *s)
+{
+    core_server_config *core = ap_get_core_module_config(s->module_config);
+    ap_conf_vector_t **sections = (ap_conf_vector_t **)core->sec_url->elts;
+    int i;
+
+    for (i = -1; i < core->sec_url->nelts; i++) {
+        const dir_conf_t *dc = ap_get_module_config(i < 0 ? s->lookup_defaults : sections[i],
+                                                    &aibridge_module);
+        if (dc && dc->inject && !resolve_mcp(ptemp, sc, dc->inject, s, "AIBridgeInjectTools"))
+            return !OK;
+    }
+    return OK;
+}
+
 static int check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s)
 {
     (void)plog;
@@ -328,8 +437,15 @@ static int check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, 
     for (; s; s = s->next) {
         server_conf_t *sc = ap_get_module_config(s->module_config, &aibridge_module);
         int i;
+        if (check_inject_tools(ptemp, sc, s) != OK)
+            return !OK;
         for (i = 0; i < sc->own_providers->nelts; i++) {
             aib_provider_t *pv = APR_ARRAY_IDX(sc->own_providers, i, aib_provider_t *);
+            if (pv->mcp_names
+                && !(pv->mcp = resolve_mcp(pconf, sc, pv->mcp_names, s,
+                                           apr_psprintf(ptemp, "AIBridgeProvider %s: mcp=",
+                                                        pv->name))))
+                return !OK;
             if (!pv->pool_name)
                 continue;
             pv->pool = apr_hash_get(sc->pools, pv->pool_name, APR_HASH_KEY_STRING);

@@ -98,6 +98,22 @@ static const char *parse_time_option(apr_pool_t *p, const char *option,
     return err ? apr_psprintf(p, "%s=%s: %s", option, value, err) : NULL;
 }
 
+/* mcp=<server>[,<server>...]: resolved once the whole configuration is read. */
+static const char *parse_mcp(apr_pool_t *p, aib_provider_t *pv, const char *value)
+{
+    char *list = apr_pstrdup(p, value), *last, *name;
+
+    pv->mcp_names = apr_array_make(p, 2, sizeof(const char *));
+    for (name = apr_strtok(list, ",", &last); name; name = apr_strtok(NULL, ",", &last)) {
+        if (!aib_valid_name(name))
+            return apr_psprintf(p, "mcp=%s: '%s' is no MCP server name", value, name);
+        APR_ARRAY_PUSH(pv->mcp_names, const char *) = name;
+    }
+    if (!pv->mcp_names->nelts)
+        return "mcp= takes one or more MCP server names, separated by commas";
+    return NULL;
+}
+
 static const char *parse_option(apr_pool_t *p, aib_provider_t *pv, const char *option,
                                 const char *value)
 {
@@ -131,6 +147,8 @@ static const char *parse_option(apr_pool_t *p, aib_provider_t *pv, const char *o
     }
     else if (!strcmp(option, "failover"))
         return parse_failover(p, pv, value);
+    else if (!strcmp(option, "mcp"))
+        return parse_mcp(p, pv, value);
     else if (!strcmp(option, "proxy"))
         return parse_url(p, "proxy=", value, &pv->proxy);
     else if (!strcmp(option, "ca-file")) {

@@ -27,6 +27,8 @@ typedef struct {
     uint64_t failover[10];         /* bitmap of HTTP statuses 0..639 */
     const char *proxy;
     const char *ca_file;
+    apr_array_header_t *mcp_names; /* mcp=: const char *, NULL: none */
+    apr_array_header_t *mcp;       /* mcp= resolved: const aib_mcp_server_t * (mcp.h) */
 } aib_provider_t;
 
 /* Parses `AIBridgeProvider <name> <type> [<base-url>] [option=value ...]`.

@@ -234,8 +234,11 @@ static void test_provider_every_option(void **state)
                   "cooldown=5", "max-cooldown=120.5", "disable-for=300",
                   "connect-timeout=2.5", "timeout=30", "idle-timeout=0.25",
                   "pool=team-a", "byok=ON", "failover=429,500,503",
-                  "proxy=http://proxy.local:3128/", ca_opt);
+                  "proxy=http://proxy.local:3128/", ca_opt, "mcp=tools,github-2");
     assert_string_equal(pv->name, "my-gw");
+    assert_int_equal(pv->mcp_names->nelts, 2);
+    assert_string_equal(APR_ARRAY_IDX(pv->mcp_names, 0, const char *), "tools");
+    assert_string_equal(APR_ARRAY_IDX(pv->mcp_names, 1, const char *), "github-2");
     assert_string_equal(pv->base_url, "https://llm.example.com/anthropic");
     ASSERT_I64(pv->cooldown_ms, 5000);
     ASSERT_I64(pv->max_cooldown_ms, 120500);
@@ -287,6 +290,8 @@ static void test_provider_errors(void **state)
     PARSE_ERR("colour", "p", "openai", "pool=x", "colour=blue");
     PARSE_ERR("My_Provider", "My_Provider", "openai", "pool=x");
     PARSE_ERR("-p", "-p", "openai", "pool=x");
+    PARSE_ERR("mcp=a,B_2: 'B_2' is no MCP server name", "p", "openai", "pool=x", "mcp=a,B_2");
+    PARSE_ERR("mcp= takes one or more", "p", "openai", "pool=x", "mcp=,");
 
     /* Base URL */
     PARSE_ERR("ftp://x", "p", "openai", "ftp://x", "pool=x");
