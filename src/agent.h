@@ -11,7 +11,9 @@
  * saying why (malformed JSON, a member of the wrong type, a missing
  * field...), and then leaves its outputs unset. Bodies need no NUL
  * terminator; results are allocated in `p`. Rewritten bodies are
- * re-serialised by json-c: same members and values, not the same bytes.
+ * re-serialised by json-c (same members and values, not the same bytes)
+ * and NUL-terminated; a body returned unchanged is the caller's own
+ * pointer, so use *out_len, not strlen.
  *
  * Behaviour decided here:
  * - tool_choice "none" (Chat, Responses) or {"type":"none"} (Messages):
