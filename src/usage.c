@@ -75,48 +75,9 @@ static int all_ws(const char *s, apr_size_t n)
     return 1;
 }
 
-/* The JSON object in data (whitespace around it allowed), or NULL. The
- * caller puts the result. */
-static json_object *parse_object(const char *data, apr_size_t len)
-{
-    json_tokener *tok;
-    json_object *root;
-
-    if (!data || !len || len > INT_MAX)
-        return NULL;
-    /* json-c takes a NUL for the end of its input, and inside a comment
-     * returns the innermost open value as a success: no JSON holds one. */
-    if (memchr(data, '\0', len))
-        return NULL;
-    tok = aib_json_tokener_take();
-    if (!tok)
-        return NULL;
-    root = json_tokener_parse_ex(tok, data, (int)len);
-    if (root && (!json_object_is_type(root, json_type_object)
-                 || !all_ws(data + json_tokener_get_parse_end(tok),
-                            len - json_tokener_get_parse_end(tok)))) {
-        json_object_put(root);
-        root = NULL;
-    }
-    aib_json_tokener_give(tok, len);
-    return root;
-}
-
-/* The member `key` of obj if obj is an object and the member has `type`. */
-static json_object *member(json_object *obj, const char *key, json_type type)
-{
-    json_object *v;
-
-    if (!obj || !json_object_is_type(obj, json_type_object)
-        || !json_object_object_get_ex(obj, key, &v)
-        || !json_object_is_type(v, type))
-        return NULL;
-    return v;
-}
-
 static void set_count(int64_t *field, json_object *obj, const char *key)
 {
-    json_object *v = member(obj, key, json_type_int);
+    json_object *v = aib_json_member(obj, key, json_type_int);
     int64_t n;
 
     if (!v)
@@ -139,20 +100,20 @@ static void read_usage(aib_usage_t *u, aib_usage_kind_e kind, json_object *usage
         set_count(&u->input, usage, "prompt_tokens");
         set_count(&u->output, usage, "completion_tokens");
         set_count(&u->cache_read,
-                  member(usage, "prompt_tokens_details", json_type_object),
+                  aib_json_member(usage, "prompt_tokens_details", json_type_object),
                   "cached_tokens");
         set_count(&u->reasoning,
-                  member(usage, "completion_tokens_details", json_type_object),
+                  aib_json_member(usage, "completion_tokens_details", json_type_object),
                   "reasoning_tokens");
         break;
     case AIB_USAGE_RESPONSES:
         set_count(&u->input, usage, "input_tokens");
         set_count(&u->output, usage, "output_tokens");
         set_count(&u->cache_read,
-                  member(usage, "input_tokens_details", json_type_object),
+                  aib_json_member(usage, "input_tokens_details", json_type_object),
                   "cached_tokens");
         set_count(&u->reasoning,
-                  member(usage, "output_tokens_details", json_type_object),
+                  aib_json_member(usage, "output_tokens_details", json_type_object),
                   "reasoning_tokens");
         break;
     case AIB_USAGE_MESSAGES:
@@ -192,10 +153,10 @@ static void add_typed_tools(aib_usage_t *u, apr_pool_t *pool, json_object *array
     n = json_object_array_length(array);
     for (i = 0; i < n; i++) {
         json_object *item = json_object_array_get_idx(array, i);
-        json_object *t = member(item, "type", json_type_string);
+        json_object *t = aib_json_member(item, "type", json_type_string);
 
         if (t && !strcmp(json_object_get_string(t), type))
-            add_tool(u, pool, member(item, "name", json_type_string));
+            add_tool(u, pool, aib_json_member(item, "name", json_type_string));
     }
 }
 
@@ -204,24 +165,24 @@ static void add_typed_tools(aib_usage_t *u, apr_pool_t *pool, json_object *array
 static void add_chat_tools(aib_usage_t *u, apr_pool_t *pool, json_object *root,
                            const char *part)
 {
-    json_object *choices = member(root, "choices", json_type_array);
+    json_object *choices = aib_json_member(root, "choices", json_type_array);
     size_t i, j, n, m;
 
     if (!choices)
         return;
     n = json_object_array_length(choices);
     for (i = 0; i < n; i++) {
-        json_object *msg = member(json_object_array_get_idx(choices, i), part,
+        json_object *msg = aib_json_member(json_object_array_get_idx(choices, i), part,
                                   json_type_object);
-        json_object *calls = member(msg, "tool_calls", json_type_array);
+        json_object *calls = aib_json_member(msg, "tool_calls", json_type_array);
 
         if (!calls)
             continue;
         m = json_object_array_length(calls);
         for (j = 0; j < m; j++) {
-            json_object *fn = member(json_object_array_get_idx(calls, j),
+            json_object *fn = aib_json_member(json_object_array_get_idx(calls, j),
                                      "function", json_type_object);
-            add_tool(u, pool, member(fn, "name", json_type_string));
+            add_tool(u, pool, aib_json_member(fn, "name", json_type_string));
         }
     }
 }
@@ -229,17 +190,17 @@ static void add_chat_tools(aib_usage_t *u, apr_pool_t *pool, json_object *root,
 static void read_blocking(aib_usage_t *u, apr_pool_t *pool, aib_usage_kind_e kind,
                           json_object *root)
 {
-    read_usage(u, kind, member(root, "usage", json_type_object));
+    read_usage(u, kind, aib_json_member(root, "usage", json_type_object));
     switch (kind) {
     case AIB_USAGE_CHAT:
         add_chat_tools(u, pool, root, "message");
         break;
     case AIB_USAGE_RESPONSES:
-        add_typed_tools(u, pool, member(root, "output", json_type_array),
+        add_typed_tools(u, pool, aib_json_member(root, "output", json_type_array),
                         "function_call");
         break;
     case AIB_USAGE_MESSAGES:
-        add_typed_tools(u, pool, member(root, "content", json_type_array),
+        add_typed_tools(u, pool, aib_json_member(root, "content", json_type_array),
                         "tool_use");
         break;
     default:
@@ -326,7 +287,7 @@ void aib_usage_reader_feed(aib_usage_reader_t *r, const char *data, apr_size_t l
     if (!r || !len || (r->state != READER_PARSING && r->state != READER_COMPLETE))
         return;
     /* A NUL: not JSON, and json-c would take it for the end (see
-     * parse_object). */
+     * aib_json_parse_object in request.c). */
     if (!data || len > r->max_bytes - r->fed || memchr(data, '\0', len)) {
         reader_fail(r);
         return;
@@ -455,12 +416,12 @@ void aib_usage_from_event(aib_usage_t *u, apr_pool_t *pool, aib_usage_kind_e kin
     else {
         return;
     }
-    root = parse_object(data, len);
+    root = aib_json_parse_object(data, len);
     if (!root)
         return;
 
     if (kind == AIB_USAGE_CHAT) {
-        read_usage(u, kind, member(root, "usage", json_type_object));
+        read_usage(u, kind, aib_json_member(root, "usage", json_type_object));
         add_chat_tools(u, pool, root, "delta");
         json_object_put(root);
         return;
@@ -468,37 +429,37 @@ void aib_usage_from_event(aib_usage_t *u, apr_pool_t *pool, aib_usage_kind_e kin
 
     type = event;
     if (!type || !*type) {
-        t = member(root, "type", json_type_string);
+        t = aib_json_member(root, "type", json_type_string);
         type = t ? json_object_get_string(t) : NULL;
     }
     if (kind == AIB_USAGE_RESPONSES) {
         if (event_is(type, "response.completed") || event_is(type, "response.failed")
             || event_is(type, "response.incomplete")) {
-            read_usage(u, kind, member(member(root, "response", json_type_object),
+            read_usage(u, kind, aib_json_member(aib_json_member(root, "response", json_type_object),
                                        "usage", json_type_object));
         }
         else if (event_is(type, "response.output_item.added")) {
-            json_object *item = member(root, "item", json_type_object);
+            json_object *item = aib_json_member(root, "item", json_type_object);
 
-            t = member(item, "type", json_type_string);
+            t = aib_json_member(item, "type", json_type_string);
             if (t && !strcmp(json_object_get_string(t), "function_call"))
-                add_tool(u, pool, member(item, "name", json_type_string));
+                add_tool(u, pool, aib_json_member(item, "name", json_type_string));
         }
     }
     else {
         if (event_is(type, "message_start")) {
-            read_usage(u, kind, member(member(root, "message", json_type_object),
+            read_usage(u, kind, aib_json_member(aib_json_member(root, "message", json_type_object),
                                        "usage", json_type_object));
         }
         else if (event_is(type, "message_delta")) {
-            read_usage(u, kind, member(root, "usage", json_type_object));
+            read_usage(u, kind, aib_json_member(root, "usage", json_type_object));
         }
         else if (event_is(type, "content_block_start")) {
-            json_object *block = member(root, "content_block", json_type_object);
+            json_object *block = aib_json_member(root, "content_block", json_type_object);
 
-            t = member(block, "type", json_type_string);
+            t = aib_json_member(block, "type", json_type_string);
             if (t && !strcmp(json_object_get_string(t), "tool_use"))
-                add_tool(u, pool, member(block, "name", json_type_string));
+                add_tool(u, pool, aib_json_member(block, "name", json_type_string));
         }
     }
     json_object_put(root);
@@ -516,7 +477,7 @@ const char *aib_usage_inject(apr_pool_t *pool, const char *body, apr_size_t len,
 
     *injected = 0;
     *out_len = len;
-    root = parse_object(body, len);
+    root = aib_json_parse_object(body, len);
     if (!root)
         return body;
 
