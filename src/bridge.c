@@ -100,10 +100,10 @@ static int relay(attempt_t *a, const char *data, apr_size_t len);
  * every event, so a long stream runs in constant memory. */
 static int emit(attempt_t *a, const char *event, const char *data, apr_size_t len)
 {
-    apr_size_t event_len = event ? strlen(event) : 0, kept, n = 0, i;
-    /* The frame (worst case: a "data: " prefix for every line), then room
-     * for the stripped data. */
-    apr_size_t need = event_len + 8 + 7 * (len + 1) + 2 + len;
+    apr_size_t kept;
+    /* The frame, then room for the stripped data, which aib_sse_frame
+     * reads in place. */
+    apr_size_t at = AIB_SSE_FRAME_MAX(event ? strlen(event) : 0, len), need = at + len;
     char *out;
 
     if (a->inspecting) {
@@ -114,27 +114,10 @@ static int emit(attempt_t *a, const char *event, const char *data, apr_size_t le
         a->frame_cap = need * 2;
         a->frame = apr_palloc(a->pool, a->frame_cap);
     }
-    out = a->frame + need - len;
+    out = a->frame + at;
     if (!aib_usage_strip(data, len, out, &kept))
         return 0;
-    if (event) {
-        memcpy(a->frame, "event: ", 7);
-        memcpy(a->frame + 7, event, event_len);
-        a->frame[7 + event_len] = '\n';
-        n = event_len + 8;
-    }
-    memcpy(a->frame + n, "data: ", 6);
-    n += 6;
-    for (i = 0; i < kept; i++) {
-        a->frame[n++] = out[i];
-        if (out[i] == '\n') {
-            memcpy(a->frame + n, "data: ", 6);
-            n += 6;
-        }
-    }
-    a->frame[n++] = '\n';
-    a->frame[n++] = '\n';
-    return relay(a, a->frame, n);
+    return relay(a, a->frame, aib_sse_frame(a->frame, event, out, kept));
 }
 
 /* Learns from each event: the first may be a key's failure in disguise,

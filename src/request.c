@@ -58,6 +58,42 @@ void aib_json_tokener_give(json_tokener *tok, apr_size_t fed)
     idle_tokener = tok;
 }
 
+json_object *aib_json_parse_object(const char *data, apr_size_t len)
+{
+    json_tokener *tok;
+    json_object *root;
+
+    if (!data || !len || len > INT_MAX)
+        return NULL;
+    /* json-c takes a NUL for the end of its input, and inside a comment
+     * returns the innermost open value as a success: no JSON holds one. */
+    if (memchr(data, '\0', len))
+        return NULL;
+    tok = aib_json_tokener_take();
+    if (!tok)
+        return NULL;
+    root = json_tokener_parse_ex(tok, data, (int)len);
+    if (root && (!json_object_is_type(root, json_type_object)
+                 || !all_ws(data + json_tokener_get_parse_end(tok),
+                            len - json_tokener_get_parse_end(tok)))) {
+        json_object_put(root);
+        root = NULL;
+    }
+    aib_json_tokener_give(tok, len);
+    return root;
+}
+
+json_object *aib_json_member(json_object *obj, const char *key, json_type type)
+{
+    json_object *v;
+
+    if (!obj || !json_object_is_type(obj, json_type_object)
+        || !json_object_object_get_ex(obj, key, &v)
+        || !json_object_is_type(v, type))
+        return NULL;
+    return v;
+}
+
 const char *aib_inspect_request(apr_pool_t *p, const char *body, apr_size_t len,
                                 int *stream, const char **model)
 {
@@ -103,40 +139,4 @@ const char *aib_inspect_request(apr_pool_t *p, const char *body, apr_size_t len,
     json_object_put(root);
     aib_json_tokener_give(tok, len);
     return err;
-}
-
-json_object *aib_json_parse_object(const char *data, apr_size_t len)
-{
-    json_tokener *tok;
-    json_object *root;
-
-    if (!data || !len || len > INT_MAX)
-        return NULL;
-    /* json-c takes a NUL for the end of its input, and inside a comment
-     * returns the innermost open value as a success: no JSON holds one. */
-    if (memchr(data, '\0', len))
-        return NULL;
-    tok = aib_json_tokener_take();
-    if (!tok)
-        return NULL;
-    root = json_tokener_parse_ex(tok, data, (int)len);
-    if (root && (!json_object_is_type(root, json_type_object)
-                 || !all_ws(data + json_tokener_get_parse_end(tok),
-                            len - json_tokener_get_parse_end(tok)))) {
-        json_object_put(root);
-        root = NULL;
-    }
-    aib_json_tokener_give(tok, len);
-    return root;
-}
-
-json_object *aib_json_member(json_object *obj, const char *key, int type)
-{
-    json_object *v;
-
-    if (!obj || !json_object_is_type(obj, json_type_object)
-        || !json_object_object_get_ex(obj, key, &v)
-        || !json_object_is_type(v, (json_type)type))
-        return NULL;
-    return v;
 }

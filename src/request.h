@@ -4,6 +4,7 @@
 #define AIB_REQUEST_H
 
 #include <apr_pools.h>
+#include <json.h>
 
 /* Tool schemas nest deeply; json-c's default of 32 is far too shallow. */
 #define AIB_REQUEST_MAX_DEPTH 512
@@ -28,13 +29,12 @@ const char *aib_inspect_request(apr_pool_t *p, const char *body, apr_size_t len,
 struct json_tokener *aib_json_tokener_take(void);
 void aib_json_tokener_give(struct json_tokener *tok, apr_size_t fed);
 
-/* The JSON object in data[0, len) (whitespace around it allowed; at most
- * AIB_REQUEST_MAX_DEPTH levels), or NULL when it is not one. The caller
- * puts the result. */
-struct json_object *aib_json_parse_object(const char *data, apr_size_t len);
+/* The JSON object in data[0, len) (whitespace around it allowed), parsed
+ * with the tokeners above, or NULL. The caller puts the result. */
+json_object *aib_json_parse_object(const char *data, apr_size_t len);
 
-/* The member `key` of obj if obj is an object and the member has `type`
- * (a json_type), else NULL. Borrowed: obj keeps the reference. */
-struct json_object *aib_json_member(struct json_object *obj, const char *key, int type);
+/* The member `key` of obj if obj is an object and the member has `type`,
+ * else NULL. */
+json_object *aib_json_member(json_object *obj, const char *key, json_type type);
 
 #endif

@@ -318,6 +318,33 @@ int aib_sse_feed(aib_sse_parser_t *p, const char *buf, apr_size_t len)
     return too_large ? AIB_SSE_TOO_LARGE : AIB_SSE_OK;
 }
 
+apr_size_t aib_sse_frame(char *out, const char *event, const char *data, apr_size_t len)
+{
+    apr_size_t n = 0, i;
+
+    if (event) {
+        apr_size_t event_len = strlen(event);
+
+        memcpy(out, "event: ", 7);
+        memcpy(out + 7, event, event_len);
+        out[7 + event_len] = '\n';
+        n = event_len + 8;
+    }
+    memcpy(out + n, "data: ", 6);
+    n += 6;
+    /* Byte by byte: data may lie further on in out (see sse.h). */
+    for (i = 0; i < len; i++) {
+        out[n++] = data[i];
+        if (data[i] == '\n') {
+            memcpy(out + n, "data: ", 6);
+            n += 6;
+        }
+    }
+    out[n++] = '\n';
+    out[n++] = '\n';
+    return n;
+}
+
 apr_size_t aib_sse_event_count(const aib_sse_parser_t *p)
 {
     return p->count;

@@ -33,4 +33,15 @@ int aib_sse_feed(aib_sse_parser_t *parser, const char *buf, apr_size_t len);
 /* Number of complete events seen so far. */
 apr_size_t aib_sse_event_count(const aib_sse_parser_t *parser);
 
+/* Room aib_sse_frame needs at most: the frame, with a "data: " prefix
+ * for every line in the worst case. */
+#define AIB_SSE_FRAME_MAX(event_len, len) ((event_len) + 8 + 7 * ((len) + 1) + 2)
+
+/* Writes one event back as a frame (the inverse of the parser): an
+ * `event:` line when event is not NULL, a `data:` line for every line of
+ * data, the blank line. Returns the frame's length. data may lie in `out`
+ * itself at offset AIB_SSE_FRAME_MAX(strlen(event), len) or later: the
+ * frame is written no faster than data is read. */
+apr_size_t aib_sse_frame(char *out, const char *event, const char *data, apr_size_t len);
+
 #endif

@@ -287,7 +287,7 @@ void aib_usage_reader_feed(aib_usage_reader_t *r, const char *data, apr_size_t l
     if (!r || !len || (r->state != READER_PARSING && r->state != READER_COMPLETE))
         return;
     /* A NUL: not JSON, and json-c would take it for the end (see
-     * aib_json_parse_object). */
+     * aib_json_parse_object in request.c). */
     if (!data || len > r->max_bytes - r->fed || memchr(data, '\0', len)) {
         reader_fail(r);
         return;

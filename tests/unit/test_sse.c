@@ -958,6 +958,42 @@ static void test_long_stream_bytewise_constant_memory(void **state)
     apr_pool_destroy(pool);
 }
 
+/* aib_sse_frame writes what the parser reads back, also from data placed
+ * in its own output buffer. */
+static void test_frame(void **state)
+{
+    static const char data[] = "{\"a\":1}\nsecond\n\nfourth";
+    static const char want[] = "event: x.y\ndata: {\"a\":1}\ndata: second\ndata: \n"
+                               "data: fourth\n\n";
+    apr_size_t len = sizeof(data) - 1, at = AIB_SSE_FRAME_MAX(3, len), n;
+    char buf[256];
+    rec_t r = { 0 };
+    apr_pool_t *pool;
+    aib_sse_parser_t *p;
+
+    (void)state;
+    assert_true(at + len <= sizeof(buf));
+    n = aib_sse_frame(buf, "x.y", data, len);
+    assert_int_equal(n, sizeof(want) - 1);
+    assert_memory_equal(buf, want, n);
+    memcpy(buf + at, data, len);
+    assert_int_equal(aib_sse_frame(buf, "x.y", buf + at, len), n);
+    assert_memory_equal(buf, want, n);
+    assert_int_equal(aib_sse_frame(buf, NULL, "[DONE]", 6), 14);
+    assert_memory_equal(buf, "data: [DONE]\n\n", 14);
+
+    assert_int_equal(apr_pool_create(&pool, root_pool), APR_SUCCESS);
+    p = aib_sse_parser_create(pool, 1024, rec_cb, &r);
+    n = aib_sse_frame(buf, "x.y", data, len);
+    assert_int_equal(aib_sse_feed(p, buf, n), AIB_SSE_OK);
+    assert_int_equal(r.n, 1);
+    assert_string_equal(r.ev[0].event, "x.y");
+    assert_int_equal(r.ev[0].len, len);
+    assert_memory_equal(r.ev[0].data, data, len);
+    rec_reset(&r);
+    apr_pool_destroy(pool);
+}
+
 /* ------------------------------------------------------------------ */
 
 static int group_setup(void **state)
@@ -1003,6 +1039,7 @@ int main(void)
         cmocka_unit_test(test_event_count),
         cmocka_unit_test(test_long_stream_constant_memory),
         cmocka_unit_test(test_long_stream_bytewise_constant_memory),
+        cmocka_unit_test(test_frame),
     };
 
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
