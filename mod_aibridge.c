@@ -24,6 +24,7 @@
 #include <ap_socache.h>
 #include <unistd.h>
 
+#include "agent_loop.h"
 #include "bridge.h"
 #include "config.h"
 #include "fleet.h"
@@ -80,6 +81,8 @@ typedef struct {
     segment_t stats;
     aib_statstore_t statstore;
     segment_t fleet;                  /* one aib_fleet_shared_t */
+    segment_t tools;                  /* aib_tool_stats_t */
+    aib_toolstore_t toolstore;
 } retained_t;
 
 static aib_transport_t *child_transport;
@@ -87,6 +90,11 @@ static aib_transport_t *child_transport;
 /* This generation's fleet sync state (shared memory), NULL without
  * AIBridgeSharedState. */
 static aib_fleet_shared_t *fleet_shared;
+/* This generation's MCP tool-call counters (shared memory). */
+static aib_toolstore_t *tool_stats;
+#define AIB_TOOL_STATS_RECORDS 256
+/* This child's MCP clients: aib_mcp_server_t * -> aib_mcp_client_t *. */
+static apr_hash_t *mcp_clients;
 #define AIB_DEFAULT_SYNC_INTERVAL_MS 250
 
 /* Serialises usage-log lines too long for one atomic pipe write. */
@@ -643,6 +651,22 @@ static apr_status_t place_stats(retained_t *rd, server_rec *s, apr_pool_t *ptemp
     return APR_SUCCESS;
 }
 
+/* MCP tool-call counters: a fixed table, kept across restarts. */
+static apr_status_t place_tools(retained_t *rd)
+{
+    segment_t old;
+    int grown;
+    apr_status_t rv = segment_fit(&rd->tools, sizeof(aib_tool_stats_t), AIB_TOOL_STATS_RECORDS,
+                                  &old, &grown);
+
+    if (rv != APR_SUCCESS)
+        return rv;
+    rd->toolstore.records = rd->tools.base;
+    rd->toolstore.capacity = rd->tools.capacity;
+    tool_stats = &rd->toolstore;
+    return APR_SUCCESS;
+}
+
 /* The fleet sync state, kept across restarts like the key slots. */
 static apr_status_t place_fleet(retained_t *rd, server_rec *s)
 {
@@ -675,7 +699,8 @@ static int post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, s
     rd = get_retained();
     if ((rv = place_keys(rd, s, ptemp)) != APR_SUCCESS
         || (rv = place_stats(rd, s, ptemp)) != APR_SUCCESS
-        || (rv = place_fleet(rd, s)) != APR_SUCCESS) {
+        || (rv = place_fleet(rd, s)) != APR_SUCCESS
+        || (rv = place_tools(rd)) != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_EMERG, rv, s, "cannot create shared memory");
         return !OK;
     }
@@ -803,6 +828,27 @@ static void start_sync(apr_pool_t *pchild, server_rec *s)
     apr_pool_pre_cleanup_register(pchild, sy, stop_sync);
 }
 
+/* One client per MCP server and child: it caches the session and tool list. */
+static void create_mcp_clients(apr_pool_t *pchild, server_rec *s)
+{
+    mcp_clients = apr_hash_make(pchild);
+    for (; s; s = s->next) {
+        const server_conf_t *sc = ap_get_module_config(s->module_config, &aibridge_module);
+        apr_hash_index_t *hi;
+        for (hi = apr_hash_first(pchild, sc->own_mcp); hi; hi = apr_hash_next(hi)) {
+            const aib_mcp_server_t *ms = apr_hash_this_val(hi);
+            aib_mcp_client_t *client = aib_mcp_client_create(pchild, ms);
+            const aib_mcp_server_t **key = apr_palloc(pchild, sizeof(*key));
+            *key = ms;
+            if (client)
+                apr_hash_set(mcp_clients, key, sizeof(*key), client);
+            else
+                ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "AIBridgeMCPServer %s: cannot "
+                             "create its client", ms->name);
+        }
+    }
+}
+
 static void child_init(apr_pool_t *pchild, server_rec *s)
 {
     if (usage_log_mutex
@@ -815,6 +861,7 @@ static void child_init(apr_pool_t *pchild, server_rec *s)
         return;
     }
     child_transport = aib_curl_transport_create(pchild);
+    create_mcp_clients(pchild, s);
     if (fleet_shared)
         start_sync(pchild, s);
 }
@@ -1079,8 +1126,29 @@ static void write_usage_line(request_rec *r, apr_file_t *file, const char *line,
 
 /* What the interception did: request variables for LogFormat, and a line in
  * the usage log. */
+/* The tool calls of the agentic loop, for the usage record. */
+static json_object *tool_runs_json(const aib_agent_t *agent)
+{
+    json_object *list = json_object_new_array();
+    int i;
+
+    for (i = 0; agent->tool_runs && i < agent->tool_runs->nelts; i++) {
+        const aib_tool_run_t *run = &APR_ARRAY_IDX(agent->tool_runs, i, aib_tool_run_t);
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "server", json_object_new_string(run->server));
+        json_object_object_add(o, "tool", json_object_new_string(run->tool));
+        json_object_object_add(o, "duration_ms", json_object_new_int64(run->duration_ms));
+        json_object_object_add(o, "outcome",
+                               json_object_new_string(aib_tool_outcome_name(run->outcome)));
+        json_object_object_add(o, "error", json_string_or_null(run->error));
+        json_object_array_add(list, o);
+    }
+    return list;
+}
+
 static void record(request_rec *r, const server_conf_t *sc, const aib_interception_t *ic,
-                   const char *id, const char *model, apr_time_t start, apr_size_t bytes_in)
+                   const aib_agent_t *agent, const char *id, const char *model,
+                   apr_time_t start, apr_size_t bytes_in)
 {
     apr_table_t *env = r->subprocess_env;
     const aib_usage_t *u = &ic->usage;
@@ -1111,6 +1179,10 @@ static void record(request_rec *r, const server_conf_t *sc, const aib_intercepti
     set_env_number(r, "AIBRIDGE_REASONING_TOKENS", u->reasoning);
     if (ttfb >= 0)
         set_env_number(r, "AIBRIDGE_TTFB_MS", ttfb);
+    if (agent->iterations) {
+        set_env_number(r, "AIBRIDGE_ITERATIONS", agent->iterations);
+        set_env_number(r, "AIBRIDGE_TOOL_CALLS", agent->tool_runs->nelts);
+    }
     if (!sc->usage_file)
         return;
 
@@ -1150,11 +1222,52 @@ static void record(request_rec *r, const server_conf_t *sc, const aib_intercepti
     for (i = 0; u->tools && i < u->tools->nelts; i++)
         json_object_array_add(tools, json_object_new_string(APR_ARRAY_IDX(u->tools, i, const char *)));
     json_object_object_add(rec, "tools", tools);
+    json_object_object_add(rec, "iterations", agent->iterations
+                           ? json_object_new_int(agent->iterations) : NULL);
+    json_object_object_add(rec, "tool_calls", tool_runs_json(agent));
     line = apr_pstrcat(r->pool, json_object_to_json_string_ext(rec, JSON_C_TO_STRING_PLAIN
                                                                | JSON_C_TO_STRING_NOSLASHESCAPE),
                        "\n", NULL);
     json_object_put(rec);
     write_usage_line(r, sc->usage_file, line, strlen(line));
+}
+
+#define AIB_DEFAULT_TOOL_ITERATIONS 10
+
+/* The MCP servers whose tools this request is offered: AIBridgeInjectTools
+ * where it is set, else the provider's mcp=. */
+static apr_array_header_t *tool_sources(request_rec *r, const server_conf_t *sc,
+                                        const dir_conf_t *dc, const aib_provider_t *pv)
+{
+    apr_array_header_t *sources = apr_array_make(r->pool, 2, sizeof(aib_agent_source_t));
+    int i, n = dc->inject ? dc->inject->nelts : pv->mcp ? pv->mcp->nelts : 0;
+
+    for (i = 0; i < n; i++) {
+        const aib_mcp_server_t *ms = dc->inject
+            ? apr_hash_get(sc->mcp, APR_ARRAY_IDX(dc->inject, i, const char *),
+                           APR_HASH_KEY_STRING)
+            : APR_ARRAY_IDX(pv->mcp, i, const aib_mcp_server_t *);
+        aib_mcp_client_t *client = ms && mcp_clients ? apr_hash_get(mcp_clients, &ms,
+                                                                    sizeof(ms)) : NULL;
+        aib_agent_source_t *src;
+        if (!client)
+            continue;
+        src = apr_array_push(sources);
+        src->name = ms->name;
+        src->client = client;
+    }
+    return sources;
+}
+
+static void count_tool_runs(const aib_agent_t *agent)
+{
+    int i;
+
+    for (i = 0; agent->tool_runs && i < agent->tool_runs->nelts; i++) {
+        const aib_tool_run_t *run = &APR_ARRAY_IDX(agent->tool_runs, i, aib_tool_run_t);
+        aib_tool_stats_count(tool_stats, run->server, run->tool, (int)run->outcome,
+                             run->duration_ms);
+    }
 }
 
 static int aibridge_handler(request_rec *r)
@@ -1165,6 +1278,7 @@ static int aibridge_handler(request_rec *r)
     sink_ctx_t sk;
     aib_sink_t sink = { NULL, sink_start, sink_write, sink_client_gone, sink_fail, sink_log };
     aib_interception_t ic;
+    aib_agent_t agent;
     aib_provider_t *pv;
     aib_provider_t fallback;
     char *body = NULL;
@@ -1183,6 +1297,7 @@ static int aibridge_handler(request_rec *r)
     sk.bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
     sink.ctx = &sk;
     memset(&ic, 0, sizeof(ic));
+    memset(&agent, 0, sizeof(agent));
     aib_interception_init(&ic, r->pool);
     sk.id = interception_id(r);
     ic.sink = &sink;
@@ -1270,13 +1385,22 @@ static int aibridge_handler(request_rec *r)
         aib_bridge_reject(&ic, AIB_ERROR_UPSTREAM, "upstream transport unavailable", NULL, 0);
         goto done;
     }
-    aib_bridge_run(&ic);
+    agent.sources = ic.route.kind == AIB_ROUTE_BRIDGED ? tool_sources(r, sc, dc, pv) : NULL;
+    if (agent.sources && agent.sources->nelts) {
+        agent.transport = child_transport;
+        agent.max_iterations = dc->max_tool_iterations ? dc->max_tool_iterations
+                                                       : AIB_DEFAULT_TOOL_ITERATIONS;
+        aib_agent_run(&ic, &agent);
+        count_tool_runs(&agent);
+    }
+    else
+        aib_bridge_run(&ic);
 
 done:
     if (pv)
         aib_stats_end(pv->stats, aib_stat_route(ic.route.name), ic.client_key != NULL,
                       ic.outcome, apr_time_now() - start, ic.attempts);
-    record(r, sc, &ic, sk.id, model, start, body_len);
+    record(r, sc, &ic, &agent, sk.id, model, start, body_len);
     if (!sk.started) {
         /* The client left before an answer could be given. */
         r->status = ic.status ? ic.status : HTTP_BAD_REQUEST;
@@ -1534,7 +1658,9 @@ static int metrics_handler(request_rec *r)
         return rc;
     ap_set_content_type(r, "text/plain; version=0.0.4; charset=utf-8");
     apr_table_setn(r->headers_out, "Cache-Control", "no-store");
-    body = aib_status_metrics(r->pool, all_servers(r->pool), status_fleet(r->pool), now_ms());
+    body = apr_pstrcat(r->pool, aib_status_metrics(r->pool, all_servers(r->pool),
+                                                   status_fleet(r->pool), now_ms()),
+                       aib_status_tool_metrics(r->pool, tool_stats), NULL);
     if (!r->header_only)
         ap_rputs(body, r);
     return OK;

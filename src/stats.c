@@ -1,6 +1,7 @@
 #include <string.h>
 #include <apr_hash.h>
 #include <apr_sha1.h>
+#include <apr_strings.h>
 
 #include "stats.h"
 
@@ -130,4 +131,33 @@ void aib_stats_snapshot(const aib_provider_stats_t *s, aib_provider_stats_t *out
     /* Every field is a 64-bit counter: copy them one atomic load at a time. */
     for (i = 0; i < sizeof(*s) / sizeof(uint64_t); i++)
         to[i] = LOAD(&from[i]);
+}
+
+int aib_tool_stats_count(aib_toolstore_t *store, const char *server, const char *tool,
+                         int outcome, int64_t duration_ms)
+{
+    uint64_t fp = aib_provider_fingerprint(server, tool);
+    uint32_t i, n;
+
+    if (!store || !store->capacity || outcome < 0 || outcome >= AIB_TOOL_OUTCOMES)
+        return 0;
+    for (n = 0, i = (uint32_t)(fp % store->capacity); n < store->capacity;
+         n++, i = (i + 1) % store->capacity) {
+        aib_tool_stats_t *t = &store->records[i];
+        uint64_t owner = __atomic_load_n(&t->fingerprint, __ATOMIC_ACQUIRE);
+
+        if (!owner && __atomic_compare_exchange_n(&t->fingerprint, &owner, fp, 0,
+                                                  __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            apr_cpystrn(t->server, server, sizeof(t->server));
+            apr_cpystrn(t->tool, tool, sizeof(t->tool));
+            __atomic_store_n(&t->ready, 1, __ATOMIC_RELEASE);
+            owner = fp;
+        }
+        if (owner != fp)
+            continue;
+        ADD(&t->calls[outcome], 1);
+        ADD(&t->duration_ms_sum, duration_ms > 0 ? (uint64_t)duration_ms : 0);
+        return 1;
+    }
+    return 0;
 }

@@ -63,4 +63,25 @@ void aib_stats_exhaustion(aib_provider_stats_t *s, int kind);
 /* A consistent-enough copy for display. */
 void aib_stats_snapshot(const aib_provider_stats_t *s, aib_provider_stats_t *out);
 
+/* Calls of MCP tools the module ran, per MCP server and tool, in a table
+ * of fixed-size records (names truncated to fit) in shared memory. */
+#define AIB_TOOL_OUTCOMES 3        /* aib_tool_outcome_e: ok, tool_error, failed */
+typedef struct {
+    uint64_t fingerprint;          /* of server and tool; 0 = free */
+    uint32_t ready;                /* the names are written */
+    char server[48];
+    char tool[80];
+    uint64_t calls[AIB_TOOL_OUTCOMES];
+    uint64_t duration_ms_sum;
+} aib_tool_stats_t;
+
+typedef struct {
+    aib_tool_stats_t *records;
+    uint32_t capacity;
+} aib_toolstore_t;
+
+/* Counts one call; when the table is full, it goes uncounted (returns 0). */
+int aib_tool_stats_count(aib_toolstore_t *store, const char *server, const char *tool,
+                         int outcome, int64_t duration_ms);
+
 #endif

@@ -700,6 +700,37 @@ static void metrics_fleet(sb_t *b, const aib_status_fleet_t *fleet)
               f.written, f.taken);
 }
 
+const char *aib_status_tool_metrics(apr_pool_t *p, const aib_toolstore_t *tools)
+{
+    static const char *const outcomes[AIB_TOOL_OUTCOMES] = { "ok", "tool_error", "failed" };
+    sb_t b;
+    uint32_t i;
+    int o;
+
+    sb_init(&b, p);
+    family(&b, "aibridge_tool_calls_total", "counter",
+           "MCP tool calls the module ran for the model, by MCP server, tool and outcome.");
+    for (i = 0; tools && i < tools->capacity; i++) {
+        const aib_tool_stats_t *t = &tools->records[i];
+        if (!__atomic_load_n(&t->ready, __ATOMIC_ACQUIRE))
+            continue;
+        for (o = 0; o < AIB_TOOL_OUTCOMES; o++)
+            sb_printf(&b, "aibridge_tool_calls_total{server=\"%s\",tool=\"%s\",outcome=\"%s\"} "
+                      "%" PRIu64 "\n", L(t->server), L(t->tool), outcomes[o],
+                      __atomic_load_n(&t->calls[o], __ATOMIC_RELAXED));
+    }
+    family(&b, "aibridge_tool_call_seconds_total", "counter",
+           "Time spent in MCP tool calls, by MCP server and tool.");
+    for (i = 0; tools && i < tools->capacity; i++) {
+        const aib_tool_stats_t *t = &tools->records[i];
+        if (__atomic_load_n(&t->ready, __ATOMIC_ACQUIRE))
+            sb_printf(&b, "aibridge_tool_call_seconds_total{server=\"%s\",tool=\"%s\"} %.3f\n",
+                      L(t->server), L(t->tool),
+                      (double)__atomic_load_n(&t->duration_ms_sum, __ATOMIC_RELAXED) / 1e3);
+    }
+    return b.buf;
+}
+
 const char *aib_status_metrics(apr_pool_t *p, const apr_array_header_t *servers,
                                const aib_status_fleet_t *fleet, int64_t now_ms)
 {

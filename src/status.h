@@ -55,6 +55,10 @@ const char *aib_status_text_summary(apr_pool_t *p, const apr_array_header_t *ser
 const char *aib_status_metrics(apr_pool_t *p, const apr_array_header_t *servers,
                                const aib_status_fleet_t *fleet, int64_t now_ms);
 
+/* The MCP tool calls the module ran (aibridge_tool_calls_total and their
+ * time), to append to aib_status_metrics' text. */
+const char *aib_status_tool_metrics(apr_pool_t *p, const aib_toolstore_t *tools);
+
 /* The operator's actions. */
 typedef enum {
     AIB_ACTION_ENABLE,     /* clears a disabled key's disabled deadline */

@@ -1,0 +1,616 @@
+#include <stdarg.h>
+#include <string.h>
+#include <json.h>
+#include <apr_strings.h>
+
+#include "agent.h"
+#include "agent_loop.h"
+#include "agent_stream.h"
+#include "request.h"
+#include "sse.h"
+
+#define TOOL_PREFIX "bmcp_"
+/* Of an upstream error met after the client's stream began, this much is
+ * read for the message of the error event. */
+#define ERROR_BODY_MAX 65536
+
+typedef struct {
+    aib_interception_t *ic;
+    aib_agent_t *agent;
+    aib_usage_kind_e kind;
+    apr_pool_t *pool;
+    const aib_sink_t *client;
+    apr_array_header_t *injected;      /* aib_agent_tool_t */
+    int client_started;
+} loop_t;
+
+const char *aib_tool_outcome_name(aib_tool_outcome_e outcome)
+{
+    switch (outcome) {
+    case AIB_TOOL_OK: return "ok";
+    case AIB_TOOL_ERROR: return "tool_error";
+    default: return "failed";
+    }
+}
+
+static void logf_(loop_t *L, aib_log_level_e level, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    L->client->log(L->client->ctx, level, apr_pvsprintf(L->pool, fmt, ap));
+    va_end(ap);
+}
+
+/* The tools the sources offer now; a source that cannot list them is left
+ * out (its client reports the outage once). */
+static apr_array_header_t *offered_tools(loop_t *L)
+{
+    const apr_array_header_t *sources = L->agent->sources;
+    apr_array_header_t *tools = apr_array_make(L->pool, 8, sizeof(aib_agent_tool_t));
+    int i, j;
+
+    for (i = 0; i < sources->nelts; i++) {
+        const aib_agent_source_t *src = &APR_ARRAY_IDX(sources, i, aib_agent_source_t);
+        const char *failure = NULL;
+        const apr_array_header_t *list = aib_mcp_tools(src->client, L->agent->transport, L->pool,
+                                                       L->ic->now_ms(), &failure);
+        if (failure)
+            logf_(L, AIB_LOG_WARNING, "MCP server '%s': %s: its tools are left out, asked "
+                  "again in %d s", src->name, failure, (int)(AIB_MCP_RETRY_MS / 1000));
+        for (j = 0; list && j < list->nelts; j++) {
+            const aib_mcp_tool_t *t = &APR_ARRAY_IDX(list, j, aib_mcp_tool_t);
+            aib_agent_tool_t *tool = apr_array_push(tools);
+            memset(tool, 0, sizeof(*tool));
+            tool->server = src->name;
+            tool->tool = t->name;
+            tool->description = t->description;
+            tool->input_schema = t->input_schema;
+        }
+    }
+    return tools;
+}
+
+/* One upstream call with its own key walk, its answer going to `sink`; the
+ * interception's outcome fields take it in. */
+static void iterate(loop_t *L, const char *body, apr_size_t len, const aib_sink_t *sink,
+                    aib_interception_t *sub)
+{
+    aib_interception_t *ic = L->ic;
+    int i;
+
+    memset(sub, 0, sizeof(*sub));
+    aib_interception_init(sub, L->pool);
+    sub->provider = ic->provider;
+    sub->route = ic->route;
+    sub->method = ic->method;
+    sub->url = ic->url;
+    sub->headers = ic->headers;
+    sub->body = body;
+    sub->body_len = len;
+    sub->stream = ic->stream;
+    sub->client_key = ic->client_key;
+    /* A stream's usage is hidden by the filter, which sums it first. */
+    sub->strip_usage = ic->stream ? 0 : ic->strip_usage;
+    sub->transport = ic->transport;
+    sub->sink = sink;
+    sub->now_ms = ic->now_ms;
+    aib_bridge_run(sub);
+
+    L->agent->iterations++;
+    ic->attempts += sub->attempts;
+    for (i = 0; i < sub->tried->nelts; i++)
+        APR_ARRAY_PUSH(ic->tried, const char *) = APR_ARRAY_IDX(sub->tried, i, const char *);
+    if (sub->key_hint) {
+        ic->key_index = sub->key_index;
+        ic->key_hint = sub->key_hint;
+    }
+    if (sub->upstream_status)
+        ic->upstream_status = sub->upstream_status;
+    aib_agent_usage_add(&ic->usage, &sub->usage);
+    for (i = 0; sub->usage.tools && i < sub->usage.tools->nelts; i++)
+        APR_ARRAY_PUSH(ic->usage.tools, const char *) =
+            APR_ARRAY_IDX(sub->usage.tools, i, const char *);
+    ic->status = sub->status;
+    ic->outcome = sub->outcome;
+}
+
+static aib_mcp_client_t *client_of(loop_t *L, const char *server)
+{
+    const apr_array_header_t *sources = L->agent->sources;
+    int i;
+
+    for (i = 0; i < sources->nelts; i++) {
+        const aib_agent_source_t *src = &APR_ARRAY_IDX(sources, i, aib_agent_source_t);
+        if (!strcmp(src->name, server))
+            return src->client;
+    }
+    return NULL;
+}
+
+/* Runs the injected calls of `calls` (aib_agent_call_t); their results
+ * (aib_agent_result_t) go to `results` when it is not NULL. */
+static void run_tools(loop_t *L, const apr_array_header_t *calls, apr_array_header_t *results)
+{
+    int i;
+
+    for (i = 0; i < calls->nelts; i++) {
+        const aib_agent_call_t *call = &APR_ARRAY_IDX(calls, i, aib_agent_call_t);
+        aib_tool_run_t *run;
+        aib_mcp_result_t res;
+        int64_t started = L->ic->now_ms();
+
+        if (!call->tool)
+            continue;
+        aib_mcp_call(client_of(L, call->tool->server), L->agent->transport, L->pool,
+                     call->tool->tool, call->arguments, AIB_TOOL_TIMEOUT_MS, &res);
+        run = apr_array_push(L->agent->tool_runs);
+        run->server = call->tool->server;
+        run->tool = call->tool->tool;
+        run->duration_ms = L->ic->now_ms() - started;
+        run->outcome = res.failure ? AIB_TOOL_FAILED : res.is_error ? AIB_TOOL_ERROR : AIB_TOOL_OK;
+        run->error = res.failure ? res.failure : res.is_error ? res.text : NULL;
+        if (res.failure)
+            logf_(L, AIB_LOG_WARNING, "MCP tool %s/%s could not run: %s", run->server,
+                  run->tool, res.failure);
+        else
+            logf_(L, AIB_LOG_INFO, "MCP tool %s/%s %s in %" APR_INT64_T_FMT " ms", run->server,
+                  run->tool, res.is_error ? "answered an error" : "answered", run->duration_ms);
+        if (results) {
+            aib_agent_result_t *r = apr_array_push(results);
+            r->id = call->id;
+            r->output = res.text;
+            r->is_error = res.is_error;
+        }
+    }
+}
+
+static const char *limit_message(loop_t *L)
+{
+    return apr_psprintf(L->pool, "the model still called tools after %d upstream calls "
+                        "(AIBridgeMaxToolIterations)", L->agent->max_iterations);
+}
+
+/* ---- blocking: every answer held, the last one given ---- */
+
+typedef struct {
+    loop_t *L;
+    int started;
+    int status;
+    const apr_table_t *headers;
+    char *buf;
+    apr_size_t len, cap;
+    int broken;
+    int too_large;
+} held_t;
+
+static void held_start(void *ctx, int status, const apr_table_t *headers)
+{
+    held_t *h = ctx;
+
+    h->started = 1;
+    h->status = status;
+    h->headers = headers;
+    h->len = 0;
+}
+
+static int held_write(void *ctx, const char *data, apr_size_t len, int flush)
+{
+    held_t *h = ctx;
+
+    (void)flush;
+    if (len > AIB_AGENT_ANSWER_MAX - h->len) {
+        h->too_large = 1;
+        return 1;
+    }
+    if (h->len + len > h->cap) {
+        apr_size_t cap = h->cap ? h->cap : 16384;
+        char *buf;
+        while (cap < h->len + len)
+            cap *= 2;
+        buf = apr_palloc(h->L->pool, cap);
+        if (h->len)
+            memcpy(buf, h->buf, h->len);
+        h->buf = buf;
+        h->cap = cap;
+    }
+    memcpy(h->buf + h->len, data, len);
+    h->len += len;
+    return h->L->client->client_gone(h->L->client->ctx);
+}
+
+static int held_client_gone(void *ctx)
+{
+    held_t *h = ctx;
+
+    return h->L->client->client_gone(h->L->client->ctx);
+}
+
+static void held_fail(void *ctx)
+{
+    ((held_t *)ctx)->broken = 1;
+}
+
+static void held_log(void *ctx, aib_log_level_e level, const char *message)
+{
+    held_t *h = ctx;
+
+    h->L->client->log(h->L->client->ctx, level, message);
+}
+
+static void answer(loop_t *L, int status, const apr_table_t *headers, const char *body,
+                   apr_size_t len)
+{
+    L->ic->status = status;
+    L->ic->first_byte_ms = L->ic->now_ms();
+    L->client->start(L->client->ctx, status, headers);
+    L->client->write(L->client->ctx, body, len, 0);
+}
+
+/* The final answer, its usage summed with the earlier iterations'. */
+static void answer_final(loop_t *L, const held_t *h, const char *body, apr_size_t len,
+                         const aib_usage_t *before)
+{
+    const char *out;
+    apr_size_t out_len;
+    const char *err = aib_agent_usage_rewrite(L->pool, L->kind, body, len, before, &out,
+                                              &out_len);
+
+    if (err) {
+        logf_(L, AIB_LOG_WARNING, "usage of the tool loop not summed in the answer: %s", err);
+        out = body;
+        out_len = len;
+    }
+    answer(L, h->status, h->headers, out, out_len);
+}
+
+static void run_blocking(loop_t *L, const char *body, apr_size_t len)
+{
+    aib_usage_t before;
+
+    aib_usage_init(&before, L->pool);
+    for (;;) {
+        held_t h;
+        aib_sink_t sink = { &h, held_start, held_write, held_client_gone, held_fail, held_log };
+        aib_interception_t sub;
+        aib_agent_calls_t calls;
+        apr_array_header_t *results;
+        const char *err;
+
+        memset(&h, 0, sizeof(h));
+        h.L = L;
+        iterate(L, body, len, &sink, &sub);
+        if (h.too_large) {
+            aib_bridge_reject(L->ic, AIB_ERROR_UPSTREAM, "the upstream's answer is too large "
+                              "for the tool loop", NULL, 0);
+            return;
+        }
+        if (!h.started)
+            return;                   /* the client went away */
+        if (h.broken) {
+            aib_bridge_reject(L->ic, AIB_ERROR_UPSTREAM, "the upstream's answer broke off",
+                              NULL, 0);
+            return;
+        }
+        /* Errors, the pool's exhaustion among them, go back as they are. */
+        if (sub.outcome != AIB_OUTCOME_OK || h.status >= 300) {
+            answer(L, h.status, h.headers, h.buf, h.len);
+            return;
+        }
+        err = aib_agent_calls(L->pool, L->kind, h.buf, h.len, L->injected, &calls);
+        if (err) {
+            logf_(L, AIB_LOG_WARNING, "answer not understood by the tool loop (%s): relayed",
+                  err);
+            answer(L, h.status, h.headers, h.buf, h.len);
+            return;
+        }
+        if (calls.none) {
+            answer_final(L, &h, h.buf, h.len, &before);
+            return;
+        }
+        if (calls.any_client) {
+            const char *out;
+            apr_size_t out_len;
+            /* The injected calls are run first; the client gets the calls it can answer. */
+            run_tools(L, calls.calls, NULL);
+            err = aib_agent_strip_injected(L->pool, L->kind, h.buf, h.len, L->injected, &out,
+                                           &out_len);
+            if (err) {
+                out = h.buf;
+                out_len = h.len;
+            }
+            answer_final(L, &h, out, out_len, &before);
+            return;
+        }
+        if (L->agent->iterations >= L->agent->max_iterations) {
+            logf_(L, AIB_LOG_WARNING, "%s", limit_message(L));
+            aib_bridge_reject(L->ic, AIB_ERROR_UPSTREAM, limit_message(L), NULL, 0);
+            return;
+        }
+        results = apr_array_make(L->pool, calls.calls->nelts, sizeof(aib_agent_result_t));
+        run_tools(L, calls.calls, results);
+        err = aib_agent_continue(L->pool, L->kind, body, len, h.buf, h.len, results, &body, &len);
+        if (err) {
+            logf_(L, AIB_LOG_WARNING, "tool loop cannot continue: %s", err);
+            aib_bridge_reject(L->ic, AIB_ERROR_UPSTREAM, "the tool loop cannot continue", NULL,
+                              0);
+            return;
+        }
+        aib_agent_usage_add(&before, &sub.usage);
+    }
+}
+
+/* ---- streaming: one stream for the client across the iterations ---- */
+
+typedef enum {
+    RELAY_NONE = 0,
+    RELAY_STREAM,       /* the iteration's events go through the filter */
+    RELAY_DIRECT,       /* before the client's stream began: an error, as it is */
+    RELAY_HELD_ERROR    /* after it began: an error, held for the error event */
+} relay_mode_e;
+
+typedef struct {
+    loop_t *L;
+    aib_agent_stream_t *filter;
+    aib_sse_parser_t *parser;
+    relay_mode_e mode;
+    int status;
+    char *error;
+    apr_size_t error_len;
+    int broken;
+} relay_t;
+
+static int is_event_stream(const apr_table_t *headers)
+{
+    const char *type = apr_table_get(headers, "Content-Type");
+
+    return type && !strncasecmp(type, "text/event-stream", 17);
+}
+
+static void relay_start(void *ctx, int status, const apr_table_t *headers)
+{
+    relay_t *r = ctx;
+    loop_t *L = r->L;
+
+    r->status = status;
+    if (status < 300 && is_event_stream(headers)) {
+        r->mode = RELAY_STREAM;
+        r->parser = aib_sse_parser_create(L->pool, AIB_AGENT_HELD_MAX, aib_agent_stream_event,
+                                          r->filter);
+    }
+    else if (!L->client_started)
+        r->mode = RELAY_DIRECT;
+    else {
+        r->mode = RELAY_HELD_ERROR;
+        r->error_len = 0;
+        return;
+    }
+    if (!L->client_started) {
+        L->client_started = 1;
+        L->ic->first_byte_ms = L->ic->now_ms();
+        L->client->start(L->client->ctx, status, headers);
+    }
+}
+
+static int relay_write(void *ctx, const char *data, apr_size_t len, int flush)
+{
+    relay_t *r = ctx;
+    const aib_sink_t *client = r->L->client;
+
+    switch (r->mode) {
+    case RELAY_DIRECT:
+        return client->write(client->ctx, data, len, flush);
+    case RELAY_HELD_ERROR:
+        if (!r->error)
+            r->error = apr_palloc(r->L->pool, ERROR_BODY_MAX + 1);
+        if (len > ERROR_BODY_MAX - r->error_len)
+            len = ERROR_BODY_MAX - r->error_len;
+        memcpy(r->error + r->error_len, data, len);
+        r->error_len += len;
+        r->error[r->error_len] = '\0';
+        break;
+    case RELAY_STREAM:
+        /* Non-zero: the filter stopped the iteration (error relayed,
+         * too much held, client gone): so does the upstream call. */
+        if (aib_sse_feed(r->parser, data, len) > 0)
+            return 1;
+        break;
+    default:
+        break;
+    }
+    return client->client_gone(client->ctx);
+}
+
+static int relay_client_gone(void *ctx)
+{
+    const aib_sink_t *client = ((relay_t *)ctx)->L->client;
+
+    return client->client_gone(client->ctx);
+}
+
+static void relay_fail(void *ctx)
+{
+    relay_t *r = ctx;
+
+    r->broken = 1;
+    r->L->client->fail(r->L->client->ctx);
+}
+
+static void relay_log(void *ctx, aib_log_level_e level, const char *message)
+{
+    const aib_sink_t *client = ((relay_t *)ctx)->L->client;
+
+    client->log(client->ctx, level, message);
+}
+
+static int emit_to_client(void *ctx, const char *frame, apr_size_t len)
+{
+    const aib_sink_t *client = ((loop_t *)ctx)->client;
+
+    return client->write(client->ctx, frame, len, 1);
+}
+
+/* The error event that ends the client's stream. */
+static void stream_error(loop_t *L, aib_agent_stream_t *filter, aib_error_kind_e kind,
+                         const char *message)
+{
+    const char *frame = L->ic->provider->ops->stream_error(L->pool, &L->ic->route, kind,
+                                                           message,
+                                                           aib_agent_stream_next_sequence(filter));
+
+    L->client->write(L->client->ctx, frame, strlen(frame), 1);
+}
+
+/* An upstream error met after the stream began, as an error event. */
+static void relay_held_error(loop_t *L, const relay_t *r)
+{
+    json_object *body = r->error ? aib_json_parse_object(r->error, r->error_len) : NULL;
+    json_object *error = body ? aib_json_member(body, "error", json_type_object) : NULL;
+    json_object *message = error ? aib_json_member(error, "message", json_type_string) : NULL;
+    const char *text = message ? apr_pstrdup(L->pool, json_object_get_string(message))
+                               : apr_psprintf(L->pool, "upstream answered %d", r->status);
+    aib_error_kind_e kind = r->status == 429 ? AIB_ERROR_RATE_LIMIT
+                            : r->status == 504 ? AIB_ERROR_TIMEOUT : AIB_ERROR_UPSTREAM;
+
+    if (body)
+        json_object_put(body);
+    logf_(L, AIB_LOG_WARNING, "tool loop: iteration %d answered %d: %s; an error event ends "
+          "the stream", L->agent->iterations, r->status, text);
+    stream_error(L, r->filter, kind, text);
+}
+
+/* The assistant turn a stream gave, in the shape of a blocking answer,
+ * for aib_agent_continue. */
+static const char *as_response(loop_t *L, const char *assistant)
+{
+    switch (L->kind) {
+    case AIB_USAGE_CHAT:
+        return apr_pstrcat(L->pool, "{\"choices\":[{\"message\":", assistant, "}]}", NULL);
+    case AIB_USAGE_RESPONSES:
+        return apr_pstrcat(L->pool, "{\"output\":", assistant, "}", NULL);
+    default:
+        return assistant;
+    }
+}
+
+/* The stream's injected calls, as the blocking side names them. */
+static apr_array_header_t *stream_calls(loop_t *L, const aib_agent_turn_t *turn)
+{
+    apr_array_header_t *calls = apr_array_make(L->pool, turn->calls->nelts,
+                                               sizeof(aib_agent_call_t));
+    int i;
+
+    for (i = 0; i < turn->calls->nelts; i++) {
+        const aib_agent_stream_call_t *c = &APR_ARRAY_IDX(turn->calls, i,
+                                                          aib_agent_stream_call_t);
+        aib_agent_call_t *call = apr_array_push(calls);
+        call->id = c->id;
+        call->name = c->name;
+        call->arguments = c->arguments;
+        call->tool = aib_agent_tool_find(L->injected, c->name);
+    }
+    return calls;
+}
+
+static void run_streaming(loop_t *L, const char *body, apr_size_t len)
+{
+    aib_agent_stream_t *filter = aib_agent_stream_create(L->pool, L->kind, TOOL_PREFIX,
+                                                         !L->ic->strip_usage, 0,
+                                                         emit_to_client, L);
+    for (;;) {
+        relay_t r;
+        aib_sink_t sink = { &r, relay_start, relay_write, relay_client_gone, relay_fail,
+                            relay_log };
+        aib_interception_t sub;
+        aib_agent_turn_t *turn;
+        apr_array_header_t *calls, *results;
+        apr_size_t keepalive_len;
+        const char *keepalive, *response, *err;
+
+        memset(&r, 0, sizeof(r));
+        r.L = L;
+        r.filter = filter;
+        iterate(L, body, len, &sink, &sub);
+        if (L->client_started)
+            L->ic->status = 200;
+        if (r.mode == RELAY_NONE || r.mode == RELAY_DIRECT)
+            return;                   /* the client left, or got the error as it is */
+        if (r.mode == RELAY_HELD_ERROR) {
+            relay_held_error(L, &r);
+            return;
+        }
+        turn = aib_agent_stream_end(filter, L->pool);
+        switch (turn->outcome) {
+        case AIB_AGENT_TOOLS:
+            break;
+        case AIB_AGENT_DONE:
+            /* A turn that called client tools too: the injected ones run
+             * first, the client answers its own. */
+            if (turn->client_tools)
+                run_tools(L, stream_calls(L, turn), NULL);
+            return;
+        case AIB_AGENT_TRUNCATED:
+            if (!r.broken && sub.outcome != AIB_OUTCOME_CLIENT_ABORT)
+                stream_error(L, filter, AIB_ERROR_UPSTREAM, "the upstream stream ended early");
+            return;
+        case AIB_AGENT_TOO_LARGE:
+            logf_(L, AIB_LOG_WARNING, "tool loop: %s", turn->error);
+            stream_error(L, filter, AIB_ERROR_UPSTREAM, turn->error);
+            return;
+        default:
+            return;                   /* an error event relayed, or the client left */
+        }
+        if (L->agent->iterations >= L->agent->max_iterations) {
+            logf_(L, AIB_LOG_WARNING, "%s", limit_message(L));
+            stream_error(L, filter, AIB_ERROR_UPSTREAM, limit_message(L));
+            return;
+        }
+        keepalive = aib_agent_stream_keepalive(L->kind, &keepalive_len);
+        if (L->client->write(L->client->ctx, keepalive, keepalive_len, 1))
+            return;
+        calls = stream_calls(L, turn);
+        results = apr_array_make(L->pool, calls->nelts, sizeof(aib_agent_result_t));
+        run_tools(L, calls, results);
+        response = as_response(L, turn->assistant);
+        err = aib_agent_continue(L->pool, L->kind, body, len, response, strlen(response),
+                                 results, &body, &len);
+        if (err) {
+            logf_(L, AIB_LOG_WARNING, "tool loop cannot continue: %s", err);
+            stream_error(L, filter, AIB_ERROR_UPSTREAM, "the tool loop cannot continue");
+            return;
+        }
+    }
+}
+
+void aib_agent_run(aib_interception_t *ic, aib_agent_t *agent)
+{
+    loop_t L;
+    const char *body, *err;
+    apr_size_t len;
+
+    memset(&L, 0, sizeof(L));
+    L.ic = ic;
+    L.agent = agent;
+    L.pool = ic->pool;
+    L.client = ic->sink;
+    L.kind = aib_usage_kind(ic->route.name);
+    agent->iterations = 0;
+    agent->tools_offered = 0;
+    agent->tool_runs = apr_array_make(ic->pool, 2, sizeof(aib_tool_run_t));
+    if (!ic->tried)
+        aib_interception_init(ic, ic->pool);
+    err = L.kind == AIB_USAGE_NONE ? "" :
+          aib_agent_inject(L.pool, L.kind, ic->body, ic->body_len, offered_tools(&L), &body,
+                           &len, &L.injected);
+    if (err && *err)
+        logf_(&L, AIB_LOG_WARNING, "no tools offered: %s", err);
+    if (err || !L.injected->nelts) {
+        aib_bridge_run(ic);
+        return;
+    }
+    agent->tools_offered = L.injected->nelts;
+    if (ic->stream)
+        run_streaming(&L, body, len);
+    else
+        run_blocking(&L, body, len);
+}
