@@ -575,8 +575,10 @@ static int chat_event(aib_agent_stream_t *s, const char *data, apr_size_t len)
     delta = member(choice, "delta", json_type_object);
     calls = member(delta, "tool_calls", json_type_array);
     /* After the finish chunk of a tool turn only its end is taken. */
-    if (calls && !s->tool_turn)
+    if (calls && !s->tool_turn) {
         rc = chat_calls(s, delta, calls, &changed, &removed);
+        changed |= removed > 0;
+    }
     if (!rc)
         rc = append_string(s, &s->text, member(delta, "content", json_type_string));
     finish = string_of(choice, "finish_reason");
