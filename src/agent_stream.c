@@ -9,9 +9,8 @@
  *   re-serialised (plain, no slash escapes).
  * - The end of an iteration that stops for injected calls (Chat finish and
  *   usage chunks and [DONE], Anthropic message_delta and message_stop,
- *   Responses response.completed) is parked, not dropped: close() relays it
- *   if the loop stops there. Parked and live ends go through relay_end(),
- *   which writes the summed usage.
+ *   Responses response.completed) is dropped: the next iteration's end,
+ *   through relay_end(), writes the summed usage.
  * - Usage: each iteration is read with aib_usage_from_event into its own
  *   record and added to the total when it ends. Input tokens are summed as
  *   each upstream call reports (and bills) them, although every call
@@ -30,8 +29,8 @@
  *   the relayed items of every iteration.
  * - Anthropic: content block indices of relayed blocks run on across
  *   iterations; held tool_use blocks take none.
- * - Memory: what is kept (call arguments, the assistant turn, items,
- *   parked ends) is counted against max_held; an iteration's data lives in
+ * - Memory: what is kept (call arguments, the assistant turn, items) is
+ *   counted against max_held; an iteration's data lives in
  *   a pool cleared when the next iteration begins. */
 #include <string.h>
 
@@ -62,12 +61,6 @@ typedef struct {
     buf_t signature;     /* Anthropic thinking signature */
 } part_t;
 
-typedef struct {
-    const char *event;
-    const char *data;
-    apr_size_t len;
-} parked_t;
-
 struct aib_agent_stream {
     apr_pool_t *pool;
     apr_pool_t *it_pool;          /* the current iteration's */
@@ -97,7 +90,6 @@ struct aib_agent_stream {
     aib_usage_t usage;
     apr_size_t held;
     apr_array_header_t *parts;    /* part_t */
-    apr_array_header_t *parked;   /* parked_t */
     buf_t text;                   /* Chat content */
     int64_t next_call;            /* Chat: index of the next client tool call */
     int injected;
@@ -324,25 +316,6 @@ static int put_json(aib_agent_stream_t *s, const char *event, json_object *root,
     return put(s, event, data, len);
 }
 
-static int park(aib_agent_stream_t *s, const char *event, json_object *root, int changed,
-                const char *data, apr_size_t len)
-{
-    parked_t *pk;
-    size_t n;
-
-    if (changed) {
-        data = json_object_to_json_string_length(root, JSON_FLAGS, &n);
-        len = n;
-    }
-    if (hold(s, len))
-        return 1;
-    pk = apr_array_push(s->parked);
-    pk->event = event ? apr_pstrdup(s->it_pool, event) : NULL;
-    pk->data = apr_pstrmemdup(s->it_pool, data, len);
-    pk->len = len;
-    return 0;
-}
-
 /* Responses: every relayed event takes the next sequence number; the
  * first keeps its own, so the numbers start where the upstream's did. */
 static int put_seq(aib_agent_stream_t *s, const char *event, json_object *root,
@@ -549,7 +522,7 @@ static int chat_event(aib_agent_stream_t *s, const char *data, apr_size_t len)
 
     if (len == 6 && !memcmp(data, "[DONE]", 6)) {
         s->ended = 1;
-        return s->tool_turn ? park(s, NULL, NULL, 0, data, len) : put(s, NULL, data, len);
+        return s->tool_turn ? 0 : put(s, NULL, data, len);
     }
     root = aib_json_parse_object(data, len);
     if (!root)
@@ -584,11 +557,10 @@ static int chat_event(aib_agent_stream_t *s, const char *data, apr_size_t len)
     finish = string_of(choice, "finish_reason");
     if (is(finish, "tool_calls") && s->injected && !s->client_tools)
         s->tool_turn = 1;
-    if (!rc && s->tool_turn)
-        rc = park(s, NULL, root, changed, data, len);
-    /* A chunk that held only injected fragments is dropped. */
-    else if (!rc && !(removed && !json_object_object_length(delta) && !finish
-                      && !member(root, "usage", json_type_object)))
+    /* The end of a tool turn is dropped (the last iteration's goes out),
+     * and so is a chunk that held only injected fragments. */
+    if (!rc && !s->tool_turn && !(removed && !json_object_object_length(delta) && !finish
+                                  && !member(root, "usage", json_type_object)))
         rc = relay_end(s, NULL, NULL, root, changed, data, len);
     json_object_put(root);
     return rc;
@@ -707,12 +679,11 @@ static int messages_event(aib_agent_stream_t *s, const char *event, const char *
         if (is(string_of(member(root, "delta", json_type_object), "stop_reason"), "tool_use")
             && s->injected && !s->client_tools)
             s->tool_turn = 1;
-        return s->tool_turn ? park(s, event, root, 0, data, len)
-                            : relay_end(s, event, type, root, 0, data, len);
+        return s->tool_turn ? 0 : relay_end(s, event, type, root, 0, data, len);
     }
     if (is(type, "message_stop")) {
         s->ended = 1;
-        return s->tool_turn ? park(s, event, root, 0, data, len) : put(s, event, data, len);
+        return s->tool_turn ? 0 : put(s, event, data, len);
     }
     return put(s, event, data, len);   /* ping and what is yet unknown */
 }
@@ -831,7 +802,7 @@ static int responses_event(aib_agent_stream_t *s, const char *event, const char 
         s->ended = 1;
         if (is(type, "response.completed") && s->injected && !s->client_tools) {
             s->tool_turn = 1;
-            return park(s, event, root, 0, data, len);
+            return 0;
         }
         if (relay_end(s, event, type, root, 0, data, len))
             return 1;
@@ -894,7 +865,6 @@ static void begin(aib_agent_stream_t *s)
     aib_usage_init(&s->usage, s->it_pool);
     s->held = 0;
     s->parts = apr_array_make(s->it_pool, 4, sizeof(part_t));
-    s->parked = apr_array_make(s->it_pool, 3, sizeof(parked_t));
     memset(&s->text, 0, sizeof(s->text));
     s->next_call = 0;
     s->injected = s->client_tools = s->ended = s->tool_turn = 0;
@@ -982,27 +952,6 @@ aib_agent_turn_t *aib_agent_stream_end(aib_agent_stream_t *s, apr_pool_t *p)
     if (t->outcome != AIB_AGENT_TOOLS)
         s->over = 1;
     return t;
-}
-
-int aib_agent_stream_close(aib_agent_stream_t *s)
-{
-    int i, rc = 0;
-
-    if (s->failed)
-        return s->failure == AIB_AGENT_CLIENT_GONE;
-    if (s->over || !s->fresh || !s->parked)
-        return 0;
-    s->over = 1;
-    for (i = 0; i < s->parked->nelts && !rc; i++) {
-        const parked_t *pk = &APR_ARRAY_IDX(s->parked, i, parked_t);
-        json_object *root = aib_json_parse_object(pk->data, pk->len);
-        const char *type = pk->event ? pk->event : string_of(root, "type");
-
-        rc = root ? relay_end(s, pk->event, type, root, 0, pk->data, pk->len)
-                  : put(s, pk->event, pk->data, pk->len);
-        json_object_put(root);
-    }
-    return rc;
 }
 
 const aib_usage_t *aib_agent_stream_usage(const aib_agent_stream_t *s)

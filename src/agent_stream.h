@@ -98,14 +98,6 @@ int aib_agent_stream_event(void *filter, const char *event, const char *data,
  * strings are allocated in p. */
 aib_agent_turn_t *aib_agent_stream_end(aib_agent_stream_t *s, apr_pool_t *p);
 
-/* After an AIB_AGENT_TOOLS iteration the loop may not go on (iteration
- * limit, a tool failed): relays the end held back (Chat finish chunk,
- * usage chunk, [DONE]; Anthropic message_delta and message_stop;
- * Responses response.completed), with usage summed, so the client sees a
- * complete stream. The stop reason stays the upstream's ("tool_calls",
- * "tool_use"). Once only; returns non-zero if the client is gone. */
-int aib_agent_stream_close(aib_agent_stream_t *s);
-
 /* Usage summed over the iterations ended so far (tools: every name). */
 const aib_usage_t *aib_agent_stream_usage(const aib_agent_stream_t *s);
 
