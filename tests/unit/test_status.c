@@ -700,6 +700,40 @@ static void test_shared_state(void **state)
     assert_null(strstr(aib_status_metrics(pool, servers, NULL, NOW), "shared_state"));
 }
 
+/* MCP tool calls: counted per server and tool in a fixed table, shown as
+ * counters; a full table counts no more, and names are escaped. */
+static void test_tool_metrics(void **state)
+{
+    aib_tool_stats_t records[3];
+    aib_toolstore_t store = { records, 3 };
+    const char *out;
+
+    (void)state;
+    memset(records, 0, sizeof(records));
+    assert_true(aib_tool_stats_count(&store, "tools", "echo", 0, 5));
+    assert_true(aib_tool_stats_count(&store, "tools", "echo", 0, 7));
+    assert_true(aib_tool_stats_count(&store, "tools", "get-sum", 1, 3));
+    assert_true(aib_tool_stats_count(&store, "gh", "say \"hi\"", 2, 1000));
+    assert_false(aib_tool_stats_count(&store, "gh", "fourth", 0, 1));
+    assert_false(aib_tool_stats_count(&store, "tools", "echo", 3, 1));
+    out = aib_status_tool_metrics(pool, &store);
+    assert_non_null(strstr(out, "# TYPE aibridge_tool_calls_total counter\n"));
+    assert_non_null(strstr(out, "\naibridge_tool_calls_total{server=\"tools\",tool=\"echo\","
+                                "outcome=\"ok\"} 2\n"));
+    assert_non_null(strstr(out, "\naibridge_tool_calls_total{server=\"tools\",tool=\"echo\","
+                                "outcome=\"failed\"} 0\n"));
+    assert_non_null(strstr(out, "\naibridge_tool_calls_total{server=\"tools\","
+                                "tool=\"get-sum\",outcome=\"tool_error\"} 1\n"));
+    assert_non_null(strstr(out, "tool=\"say \\\"hi\\\"\",outcome=\"failed\"} 1\n"));
+    assert_non_null(strstr(out, "\naibridge_tool_call_seconds_total{server=\"tools\","
+                                "tool=\"echo\"} 0.012\n"));
+    assert_null(strstr(out, "fourth"));
+    /* An empty table: the families without series. */
+    memset(records, 0, sizeof(records));
+    out = aib_status_tool_metrics(pool, &store);
+    assert_null(strstr(out, "aibridge_tool_calls_total{"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -718,6 +752,7 @@ int main(void)
         cmocka_unit_test_teardown(test_same_origin, aib_clear_pool),
         cmocka_unit_test_teardown(test_nonce_equal, aib_clear_pool),
         cmocka_unit_test_teardown(test_shared_state, aib_clear_pool),
+        cmocka_unit_test_teardown(test_tool_metrics, aib_clear_pool),
     };
     return AIB_RUN_TESTS(tests);
 }
