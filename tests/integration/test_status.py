@@ -505,7 +505,8 @@ def test_metrics_match_traffic(gw, mock):
         "aibridge_interceptions_total", "aibridge_interceptions_inflight",
         "aibridge_interception_duration_seconds", "aibridge_tokens_total", "aibridge_key_state",
         "aibridge_key_pool_state_transitions_total", "aibridge_key_pool_exhaustions_total",
-        "aibridge_failover_attempts"}
+        "aibridge_failover_attempts", "aibridge_tool_calls_total",
+        "aibridge_tool_call_seconds_total"}
     assert m.types["aibridge_interception_duration_seconds"] == "histogram"
     assert m.types["aibridge_failover_attempts"] == "histogram"
     assert m.types["aibridge_key_state"] == "gauge"
