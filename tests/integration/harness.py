@@ -120,6 +120,32 @@ class Redis:
             self.proc = None
 
 
+class Memcached:
+    """A real memcached (Debian's) on a free loopback port."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(["memcached", "-l", "127.0.0.1", "-p", str(self.port),
+                                      "-U", "0", "-u", "nobody"])
+        deadline = time.time() + 20 * SLOW
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("memcached did not start")
+
+    def kill(self):
+        if self.proc:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
 BASE_CONFIG = """\
 ServerRoot "{dir}"
 ServerName 127.0.0.1

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from bridging import CHAT, call, wait_for
-from harness import MODULES_DIR, Httpd, Redis, bridge_config
+from harness import MODULES_DIR, Httpd, Memcached, Redis, bridge_config
 from status_pages import STATUS, act, json_key, status_json, status_page
 
 METRICS = "/metrics"
@@ -19,10 +19,10 @@ R429 = {"status": 429, "headers": {"Retry-After": "30"}}
 REDIS_ERRORS = (r"scache_rd", r"AH0347[89]", r"AH03480")
 
 
-def fleet_config(mock, redis_port, extra=""):
+def fleet_config(mock, port, extra="", cache="redis"):
     return f"""
-LoadModule socache_redis_module {MODULES_DIR}/mod_socache_redis.so
-AIBridgeSharedState redis:127.0.0.1:{redis_port} {extra}
+LoadModule socache_{cache}_module {MODULES_DIR}/mod_socache_{cache}.so
+AIBridgeSharedState {cache}:127.0.0.1:{port} {extra}
 <Location {STATUS}>
   SetHandler aibridge-status
 </Location>
@@ -40,18 +40,20 @@ def redis(tmp_path):
     r.kill()
 
 
-@pytest.fixture
-def fleet(tmp_path, mock, redis):
+def start_fleet(tmp_path, mock, port, cache="redis"):
     """Server A (prefork: every connection meets another child, so the sync
-    moves between processes) and server B (event), sharing one Redis."""
+    moves between processes) and server B (event), sharing one cache."""
     mock.reset()
     servers = []
     for name, mpm in (("a", "prefork"), ("b", "event")):
         h = Httpd(tmp_path / name)
-        h.write_config(fleet_config(mock, redis.port), mpm=mpm)
+        h.write_config(fleet_config(mock, port, cache=cache), mpm=mpm)
         h.start()
         servers.append(h)
-    yield servers
+    return servers
+
+
+def stop_fleet(servers):
     for h in servers:
         h.stop()
     for h in servers:
@@ -59,6 +61,13 @@ def fleet(tmp_path, mock, redis):
         assert not errors, "unexpected errors in the error log:\n" + "\n".join(errors)
         reports = h.sanitizer_reports()
         assert not reports, "sanitizer reports:\n" + "\n".join(reports)
+
+
+@pytest.fixture
+def fleet(tmp_path, mock, redis):
+    servers = start_fleet(tmp_path, mock, redis.port)
+    yield servers
+    stop_fleet(servers)
 
 
 def key_state(httpd, index):
@@ -103,6 +112,23 @@ def test_a_reenable_on_one_server_frees_the_key_on_the_others(fleet, mock):
     mock.reset()
     assert call(a, CHAT).status == 200
     assert mock.keys() == ["k0"]
+
+
+def test_memcache_serves_a_fleet_too(tmp_path, mock):
+    memcached = Memcached()
+    memcached.start()
+    servers = start_fleet(tmp_path, mock, memcached.port, cache="memcache")
+    try:
+        a, b = servers
+        mock.script("k0", R429)
+        assert call(a, CHAT).status == 200
+        assert becomes(b, 0, "cooling")
+        assert act(b, status_page(b).nonce(), "clear", key=0).status_code == 303
+        assert becomes(a, 0, "available")
+        assert status_json(a)["shared_state"]["cache"].startswith("memcache:")
+    finally:
+        stop_fleet(servers)
+        memcached.kill()
 
 
 def test_a_cleared_cooldown_propagates_too(fleet, mock):
