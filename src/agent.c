@@ -375,9 +375,47 @@ static int read_call(apr_pool_t *p, aib_usage_kind_e kind, json_object *item,
     }
 }
 
+apr_array_header_t *aib_agent_client_tools(apr_pool_t *p, aib_usage_kind_e kind,
+                                           const char *body, apr_size_t len)
+{
+    json_object *root = aib_json_parse_object(body, len);
+    json_object *tools = aib_json_member(root, "tools", json_type_array);
+    size_t i, n = tools ? json_object_array_length(tools) : 0;
+    apr_array_header_t *names;
+
+    if (!root)
+        return NULL;
+    names = apr_array_make(p, n ? (int)n : 1, sizeof(const char *));
+    for (i = 0; i < n; i++) {
+        const char *name = client_tool_name(kind, json_object_array_get_idx(tools, i));
+        if (name)
+            APR_ARRAY_PUSH(names, const char *) = apr_pstrdup(p, name);
+    }
+    json_object_put(root);
+    return names;
+}
+
+/* Whether a call of `name` is for the module; *tool: the injected one. */
+static int is_ours(const apr_array_header_t *injected, const apr_array_header_t *client_tools,
+                   const char *name, const aib_agent_tool_t **tool)
+{
+    int i;
+
+    *tool = aib_agent_tool_find(injected, name);
+    if (*tool)
+        return 1;
+    if (!name || strncmp(name, TOOL_PREFIX, sizeof(TOOL_PREFIX) - 1))
+        return 0;
+    for (i = 0; client_tools && i < client_tools->nelts; i++)
+        if (!strcmp(APR_ARRAY_IDX(client_tools, i, const char *), name))
+            return 0;
+    return 1;
+}
+
 /* The calls of a parsed response (aib_agent_call_t). */
 static const char *calls_of(apr_pool_t *p, aib_usage_kind_e kind, json_object *root,
-                            const apr_array_header_t *injected, apr_array_header_t **calls)
+                            const apr_array_header_t *injected,
+                            const apr_array_header_t *client_tools, apr_array_header_t **calls)
 {
     json_object *arr;
     const char *err = call_array(kind, root, &arr);
@@ -391,7 +429,8 @@ static const char *calls_of(apr_pool_t *p, aib_usage_kind_e kind, json_object *r
 
         if (read_call(p, kind, json_object_array_get_idx(arr, i), &c, &err)) {
             /* Only a function call can be one of ours. */
-            c.tool = c.arguments ? aib_agent_tool_find(injected, c.name) : NULL;
+            c.tool = NULL;
+            c.ours = c.arguments && is_ours(injected, client_tools, c.name, &c.tool);
             APR_ARRAY_PUSH(*calls, aib_agent_call_t) = c;
         }
         else if (err) {
@@ -404,6 +443,7 @@ static const char *calls_of(apr_pool_t *p, aib_usage_kind_e kind, json_object *r
 const char *aib_agent_calls(apr_pool_t *p, aib_usage_kind_e kind,
                             const char *response, apr_size_t len,
                             const apr_array_header_t *injected,
+                            const apr_array_header_t *client_tools,
                             aib_agent_calls_t *out)
 {
     json_object *root;
@@ -416,12 +456,12 @@ const char *aib_agent_calls(apr_pool_t *p, aib_usage_kind_e kind,
     root = aib_json_parse_object(response, len);
     if (!root)
         return "response body is not a JSON object";
-    err = calls_of(p, kind, root, injected, &calls);
+    err = calls_of(p, kind, root, injected, client_tools, &calls);
     json_object_put(root);
     if (err)
         return err;
     for (i = 0; i < calls->nelts; i++)
-        if (!APR_ARRAY_IDX(calls, i, aib_agent_call_t).tool)
+        if (!APR_ARRAY_IDX(calls, i, aib_agent_call_t).ours)
             client = 1;
     out->calls = calls;
     out->none = !calls->nelts;
@@ -518,7 +558,7 @@ const char *aib_agent_continue(apr_pool_t *p, aib_usage_kind_e kind,
         err = "response body is not a JSON object";
         goto done;
     }
-    if ((err = calls_of(p, kind, resp, NULL, &calls)) != NULL)
+    if ((err = calls_of(p, kind, resp, NULL, NULL, &calls)) != NULL)
         goto done;
     if (!calls->nelts) {
         err = "the response calls no tool";
@@ -622,6 +662,7 @@ done:
 const char *aib_agent_strip_injected(apr_pool_t *p, aib_usage_kind_e kind,
                                      const char *response, apr_size_t len,
                                      const apr_array_header_t *injected,
+                                     const apr_array_header_t *client_tools,
                                      const char **out, apr_size_t *out_len)
 {
     json_object *root, *arr;
@@ -637,7 +678,7 @@ const char *aib_agent_strip_injected(apr_pool_t *p, aib_usage_kind_e kind,
         return "response body is not a JSON object";
     /* Validates the whole call array first, so that the removal below
      * meets only well-formed items. */
-    if ((err = calls_of(p, kind, root, injected, &calls)) != NULL)
+    if ((err = calls_of(p, kind, root, injected, client_tools, &calls)) != NULL)
         goto done;
     call_array(kind, root, &arr);
     n = arr ? json_object_array_length(arr) : 0;
@@ -646,7 +687,7 @@ const char *aib_agent_strip_injected(apr_pool_t *p, aib_usage_kind_e kind,
 
         if (!read_call(p, kind, json_object_array_get_idx(arr, i), &c, &err))
             continue;
-        if (c.arguments && aib_agent_tool_find(injected, c.name)) {
+        if (c.arguments && is_ours(injected, client_tools, c.name, &c.tool)) {
             json_object_array_del_idx(arr, i, 1);
             removed++;
         }

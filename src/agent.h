@@ -83,7 +83,10 @@ typedef struct {
                              * without one (Responses computer_call...) */
     const char *arguments;  /* JSON text (Messages: input serialised); NULL
                              * for a call that is not a function call */
-    const aib_agent_tool_t *tool;  /* the injected tool called, NULL: the client's */
+    const aib_agent_tool_t *tool;  /* the injected tool called, NULL: none offered */
+    int ours;               /* a call for the module: to an injected tool, or to
+                             * a bmcp_ name that is no client tool (the model
+                             * made it up: it gets an error result) */
 } aib_agent_call_t;
 
 typedef struct {
@@ -93,15 +96,23 @@ typedef struct {
     int any_client;             /* a client tool is called: the client answers */
 } aib_agent_calls_t;
 
+/* The names of the client's own tools in request `body` (const char *),
+ * or NULL when it is not a JSON object. */
+apr_array_header_t *aib_agent_client_tools(apr_pool_t *p, aib_usage_kind_e kind,
+                                           const char *body, apr_size_t len);
+
 /* The tool calls of a complete blocking response: Chat
  * choices[0].message.tool_calls[]; Responses output[] items that the
  * client must act on (function_call, custom_tool_call, computer_call,
  * local_shell_call, shell_call, apply_patch_call, mcp_approval_request:
  * all but function_call are client calls); Messages content[] tool_use
- * blocks. Exactly one of the flags is set. */
+ * blocks. Exactly one of the flags is set; calls that are `ours` count as
+ * injected. `client_tools` (aib_agent_client_tools, may be NULL) tells a
+ * client tool named bmcp_... from one the model made up. */
 const char *aib_agent_calls(apr_pool_t *p, aib_usage_kind_e kind,
                             const char *response, apr_size_t len,
                             const apr_array_header_t *injected,
+                            const apr_array_header_t *client_tools,
                             aib_agent_calls_t *out);
 
 /* The result of running one injected call. */
@@ -132,13 +143,14 @@ const char *aib_agent_continue(apr_pool_t *p, aib_usage_kind_e kind,
                                const apr_array_header_t *results,
                                const char **out, apr_size_t *out_len);
 
-/* The response without its calls to injected tools, for a mixed turn
+/* The response without the calls that are ours, for a mixed turn
  * (see above). When no call is left, Chat's tool_calls member goes and
  * finish_reason "tool_calls" becomes "stop"; Messages' stop_reason
  * "tool_use" becomes "end_turn". */
 const char *aib_agent_strip_injected(apr_pool_t *p, aib_usage_kind_e kind,
                                      const char *response, apr_size_t len,
                                      const apr_array_header_t *injected,
+                                     const apr_array_header_t *client_tools,
                                      const char **out, apr_size_t *out_len);
 
 /* Adds u's counts to sum's (saturating; tool names not copied); sum->seen

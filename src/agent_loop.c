@@ -21,6 +21,7 @@ typedef struct {
     apr_pool_t *pool;
     const aib_sink_t *client;
     apr_array_header_t *injected;      /* aib_agent_tool_t */
+    apr_array_header_t *client_tools;  /* const char *: names of the client's tools */
     int client_started;
 } loop_t;
 
@@ -128,7 +129,20 @@ static aib_mcp_client_t *client_of(loop_t *L, const char *server)
     return NULL;
 }
 
-/* Runs the injected calls of `calls` (aib_agent_call_t); their results
+static void add_result(apr_array_header_t *results, const char *id, const char *output,
+                       int is_error)
+{
+    aib_agent_result_t *r;
+
+    if (!results)
+        return;
+    r = apr_array_push(results);
+    r->id = id;
+    r->output = output;
+    r->is_error = is_error;
+}
+
+/* Runs the calls of `calls` (aib_agent_call_t) that are ours; their results
  * (aib_agent_result_t) go to `results` when it is not NULL. */
 static void run_tools(loop_t *L, const apr_array_header_t *calls, apr_array_header_t *results)
 {
@@ -140,8 +154,15 @@ static void run_tools(loop_t *L, const apr_array_header_t *calls, apr_array_head
         aib_mcp_result_t res;
         int64_t started = L->ic->now_ms();
 
-        if (!call->tool)
+        if (!call->ours)
             continue;
+        if (!call->tool) {
+            /* The model made up a name of ours: it hears so, like any tool error. */
+            logf_(L, AIB_LOG_INFO, "the model called %s, which is not offered", call->name);
+            add_result(results, call->id, apr_psprintf(L->pool, "no tool named %s is offered",
+                                                       call->name), 1);
+            continue;
+        }
         aib_mcp_call(client_of(L, call->tool->server), L->agent->transport, L->pool,
                      call->tool->tool, call->arguments, AIB_TOOL_TIMEOUT_MS, &res);
         run = apr_array_push(L->agent->tool_runs);
@@ -156,12 +177,7 @@ static void run_tools(loop_t *L, const apr_array_header_t *calls, apr_array_head
         else
             logf_(L, AIB_LOG_INFO, "MCP tool %s/%s %s in %" APR_INT64_T_FMT " ms", run->server,
                   run->tool, res.is_error ? "answered an error" : "answered", run->duration_ms);
-        if (results) {
-            aib_agent_result_t *r = apr_array_push(results);
-            r->id = call->id;
-            r->output = res.text;
-            r->is_error = res.is_error;
-        }
+        add_result(results, call->id, res.text, res.is_error);
     }
 }
 
@@ -297,7 +313,7 @@ static void run_blocking(loop_t *L, const char *body, apr_size_t len)
             answer(L, h.status, h.headers, h.buf, h.len);
             return;
         }
-        err = aib_agent_calls(L->pool, L->kind, h.buf, h.len, L->injected, &calls);
+        err = aib_agent_calls(L->pool, L->kind, h.buf, h.len, L->injected, NULL, &calls);
         if (err) {
             logf_(L, AIB_LOG_WARNING, "answer not understood by the tool loop (%s): relayed",
                   err);
@@ -313,7 +329,8 @@ static void run_blocking(loop_t *L, const char *body, apr_size_t len)
             apr_size_t out_len;
             /* The injected calls are run first; the client gets the calls it can answer. */
             run_tools(L, calls.calls, NULL);
-            err = aib_agent_strip_injected(L->pool, L->kind, h.buf, h.len, L->injected, &out,
+            err = aib_agent_strip_injected(L->pool, L->kind, h.buf, h.len, L->injected,
+                                           L->client_tools, &out,
                                            &out_len);
             if (err) {
                 out = h.buf;
@@ -450,14 +467,15 @@ static int emit_to_client(void *ctx, const char *frame, apr_size_t len)
     return client->write(client->ctx, frame, len, 1);
 }
 
-/* The error event that ends the client's stream. */
-static void stream_error(loop_t *L, aib_agent_stream_t *filter, aib_error_kind_e kind,
-                         const char *message)
+/* The error event that ends the client's stream; `outcome` says why. */
+static void stream_error(loop_t *L, aib_agent_stream_t *filter, aib_outcome_e outcome,
+                         aib_error_kind_e kind, const char *message)
 {
     const char *frame = L->ic->provider->ops->stream_error(L->pool, &L->ic->route, kind,
                                                            message,
                                                            aib_agent_stream_next_sequence(filter));
 
+    L->ic->outcome = outcome;
     L->client->write(L->client->ctx, frame, strlen(frame), 1);
 }
 
@@ -476,7 +494,7 @@ static void relay_held_error(loop_t *L, const relay_t *r)
         json_object_put(body);
     logf_(L, AIB_LOG_WARNING, "tool loop: iteration %d answered %d: %s; an error event ends "
           "the stream", L->agent->iterations, r->status, text);
-    stream_error(L, r->filter, kind, text);
+    stream_error(L, r->filter, L->ic->outcome, kind, text);
 }
 
 /* The assistant turn a stream gave, in the shape of a blocking answer,
@@ -508,6 +526,7 @@ static apr_array_header_t *stream_calls(loop_t *L, const aib_agent_turn_t *turn)
         call->name = c->name;
         call->arguments = c->arguments;
         call->tool = aib_agent_tool_find(L->injected, c->name);
+        call->ours = 1;
     }
     return calls;
 }
@@ -515,6 +534,7 @@ static apr_array_header_t *stream_calls(loop_t *L, const aib_agent_turn_t *turn)
 static void run_streaming(loop_t *L, const char *body, apr_size_t len)
 {
     aib_agent_stream_t *filter = aib_agent_stream_create(L->pool, L->kind, TOOL_PREFIX,
+                                                         L->client_tools,
                                                          !L->ic->strip_usage, 0,
                                                          emit_to_client, L);
     for (;;) {
@@ -551,18 +571,19 @@ static void run_streaming(loop_t *L, const char *body, apr_size_t len)
             return;
         case AIB_AGENT_TRUNCATED:
             if (!r.broken && sub.outcome != AIB_OUTCOME_CLIENT_ABORT)
-                stream_error(L, filter, AIB_ERROR_UPSTREAM, "the upstream stream ended early");
+                stream_error(L, filter, AIB_OUTCOME_TRANSPORT_ERROR, AIB_ERROR_UPSTREAM,
+                             "the upstream stream ended early");
             return;
         case AIB_AGENT_TOO_LARGE:
             logf_(L, AIB_LOG_WARNING, "tool loop: %s", turn->error);
-            stream_error(L, filter, AIB_ERROR_UPSTREAM, turn->error);
+            stream_error(L, filter, AIB_OUTCOME_UPSTREAM_ERROR, AIB_ERROR_UPSTREAM, turn->error);
             return;
         default:
             return;                   /* an error event relayed, or the client left */
         }
         if (L->agent->iterations >= L->agent->max_iterations) {
             logf_(L, AIB_LOG_WARNING, "%s", limit_message(L));
-            stream_error(L, filter, AIB_ERROR_UPSTREAM, limit_message(L));
+            stream_error(L, filter, AIB_OUTCOME_REJECTED, AIB_ERROR_UPSTREAM, limit_message(L));
             return;
         }
         keepalive = aib_agent_stream_keepalive(L->kind, &keepalive_len);
@@ -576,7 +597,8 @@ static void run_streaming(loop_t *L, const char *body, apr_size_t len)
                                  results, &body, &len);
         if (err) {
             logf_(L, AIB_LOG_WARNING, "tool loop cannot continue: %s", err);
-            stream_error(L, filter, AIB_ERROR_UPSTREAM, "the tool loop cannot continue");
+            stream_error(L, filter, AIB_OUTCOME_REJECTED, AIB_ERROR_UPSTREAM,
+                         "the tool loop cannot continue");
             return;
         }
     }
@@ -608,6 +630,7 @@ void aib_agent_run(aib_interception_t *ic, aib_agent_t *agent)
         aib_bridge_run(ic);
         return;
     }
+    L.client_tools = aib_agent_client_tools(L.pool, L.kind, ic->body, ic->body_len);
     agent->tools_offered = L.injected->nelts;
     if (ic->stream)
         run_streaming(&L, body, len);

@@ -67,6 +67,7 @@ struct aib_agent_stream {
     aib_usage_kind_e kind;
     const char *prefix;
     apr_size_t prefix_len;
+    const apr_array_header_t *client_names;   /* const char *: the client's own tools */
     int include_usage;
     apr_size_t max_held;
     apr_size_t kept;              /* held for the whole stream (Responses items) */
@@ -82,6 +83,7 @@ struct aib_agent_stream {
     const char *error;
     aib_usage_t total;            /* of the iterations ended */
     const char *first_id;         /* Chat chunk id, Responses response id */
+    int role_sent;                /* Chat: a chunk named the role */
     int64_t next_index;           /* Anthropic block index, Responses output_index */
     int64_t next_seq;             /* Responses */
     int seq_started;
@@ -188,7 +190,14 @@ static int is(const char *a, const char *b)
 
 static int injected_name(const aib_agent_stream_t *s, const char *name)
 {
-    return name && !strncmp(name, s->prefix, s->prefix_len);
+    int i;
+
+    if (!name || strncmp(name, s->prefix, s->prefix_len))
+        return 0;
+    for (i = 0; s->client_names && i < s->client_names->nelts; i++)
+        if (!strcmp(APR_ARRAY_IDX(s->client_names, i, const char *), name))
+            return 0;
+    return 1;
 }
 
 /* Sets obj's integer member key to n; 1 if that changed it. Only members
@@ -546,6 +555,14 @@ static int chat_event(aib_agent_stream_t *s, const char *data, apr_size_t len)
     if (choices && json_object_array_length(choices))
         choice = json_object_array_get_idx(choices, 0);
     delta = member(choice, "delta", json_type_object);
+    /* One stream names the role once: later iterations' first chunks don't. */
+    if (member(delta, "role", json_type_string)) {
+        if (s->role_sent) {
+            json_object_object_del(delta, "role");
+            changed = 1;
+        }
+        s->role_sent = 1;
+    }
     calls = member(delta, "tool_calls", json_type_array);
     /* After the finish chunk of a tool turn only its end is taken. */
     if (calls && !s->tool_turn) {
@@ -838,7 +855,9 @@ static const char *responses_assistant(aib_agent_stream_t *s, apr_pool_t *p)
 /* The filter                                                          */
 
 aib_agent_stream_t *aib_agent_stream_create(apr_pool_t *pool, aib_usage_kind_e kind,
-                                            const char *prefix, int include_usage,
+                                            const char *prefix,
+                                            const apr_array_header_t *client_tools,
+                                            int include_usage,
                                             apr_size_t max_held,
                                             aib_agent_emit_fn *emit, void *ctx)
 {
@@ -849,6 +868,7 @@ aib_agent_stream_t *aib_agent_stream_create(apr_pool_t *pool, aib_usage_kind_e k
     s->kind = kind;
     s->prefix = apr_pstrdup(pool, prefix);
     s->prefix_len = strlen(prefix);
+    s->client_names = client_tools;
     s->include_usage = include_usage;
     s->max_held = max_held ? max_held : AIB_AGENT_HELD_MAX;
     s->emit = emit;

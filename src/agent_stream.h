@@ -75,13 +75,17 @@ typedef struct {
 } aib_agent_turn_t;
 
 /* kind: the route (AIB_USAGE_CHAT, _RESPONSES or _MESSAGES). prefix: the
- * names of injected tools start with it. include_usage: a Chat client asked
+ * names of injected tools start with it; a call of such a name is held
+ * unless it is one of `client_tools` (const char *, may be NULL: the
+ * client's own tools win). include_usage: a Chat client asked
  * for stream_options.include_usage; the upstream must always be asked for
  * it (the filter sums it), and when the client did not, usage is hidden
  * from it as aib_usage_strip does. max_held: 0 for AIB_AGENT_HELD_MAX.
  * Everything lives in pool. */
 aib_agent_stream_t *aib_agent_stream_create(apr_pool_t *pool, aib_usage_kind_e kind,
-                                            const char *prefix, int include_usage,
+                                            const char *prefix,
+                                            const apr_array_header_t *client_tools,
+                                            int include_usage,
                                             apr_size_t max_held,
                                             aib_agent_emit_fn *emit, void *ctx);
 

@@ -61,12 +61,12 @@ static void one_kind(apr_pool_t *pool, aib_usage_kind_e kind, const char *body, 
     }
 
     memset(&calls, 0, sizeof(calls));
-    if (aib_agent_calls(pool, kind, body, size, injected, &calls))
+    if (aib_agent_calls(pool, kind, body, size, injected, NULL, &calls))
         return;
     FUZZ_CHECK(calls.none + calls.only_injected + calls.any_client == 1);
 
-    if (!aib_agent_strip_injected(pool, kind, body, size, injected, &out, &out_len)) {
-        FUZZ_CHECK(!aib_agent_calls(pool, kind, out, out_len, injected, &left));
+    if (!aib_agent_strip_injected(pool, kind, body, size, injected, NULL, &out, &out_len)) {
+        FUZZ_CHECK(!aib_agent_calls(pool, kind, out, out_len, injected, NULL, &left));
         for (i = 0; i < left.calls->nelts; i++)
             FUZZ_CHECK(!APR_ARRAY_IDX(left.calls, i, aib_agent_call_t).tool);
     }

@@ -62,7 +62,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     pool = fuzz_pool();
     c.pool = pool;
-    s = aib_agent_stream_create(pool, kinds[data[0] % 3], "bmcp_", data[0] & 4,
+    s = aib_agent_stream_create(pool, kinds[data[0] % 3], "bmcp_", NULL, data[0] & 4,
                                 data[0] & 8 ? 64 + 16 * (data[0] >> 4) : 0, emit, &c);
     for (data++; data <= end && !over; data = cut + 1) {
         aib_sse_parser_t *p = aib_sse_parser_create(pool, 1 << 20, aib_agent_stream_event, s);

@@ -412,7 +412,7 @@ static aib_agent_calls_t calls_ok(aib_usage_kind_e kind, const char *body_q,
     aib_agent_calls_t calls;
 
     memset(&calls, 0, sizeof(calls));
-    err = aib_agent_calls(pool, kind, body, strlen(body), injected, &calls);
+    err = aib_agent_calls(pool, kind, body, strlen(body), injected, NULL, &calls);
     if (err)
         fail_msg("calls failed: %s", err);
     assert_int_equal(calls.none + calls.only_injected + calls.any_client, 1);
@@ -453,7 +453,7 @@ static void calls_fail(aib_usage_kind_e kind, const char *body_q, const char *me
     const char *err;
 
     memset(&calls, 0, sizeof(calls));
-    err = aib_agent_calls(pool, kind, body, strlen(body), injected_two(), &calls);
+    err = aib_agent_calls(pool, kind, body, strlen(body), injected_two(), NULL, &calls);
     assert_non_null(err);
     assert_string_equal(err, message);
     assert_null(calls.calls);
@@ -495,9 +495,25 @@ static void test_calls_chat(void **state)
     assert_true(c.any_client);
     check_call(&c, 0, "call_9", "bmcp_fs_read", NULL, NULL);
 
-    /* Without the injected list, every call is the client's. */
+    /* A name of ours that was not offered (the model made it up) is still
+     * ours, without a tool: it gets an error result... */
     c = calls_ok(AIB_USAGE_CHAT, CHAT_RESPONSE("[" CALL_READ "]"), NULL);
-    assert_true(c.any_client);
+    assert_true(c.only_injected);
+    assert_true(APR_ARRAY_IDX(c.calls, 0, aib_agent_call_t).ours);
+    assert_null(APR_ARRAY_IDX(c.calls, 0, aib_agent_call_t).tool);
+    /* ...unless the client has a tool of that name. */
+    {
+        const char *request = "{\"tools\":[{\"type\":\"function\",\"function\":"
+                              "{\"name\":\"bmcp_fs_read\"}}]}";
+        apr_array_header_t *mine = aib_agent_client_tools(pool, AIB_USAGE_CHAT, request,
+                                                          strlen(request));
+        const char *body = J(CHAT_RESPONSE("[" CALL_READ "]"));
+        assert_non_null(mine);
+        assert_int_equal(mine->nelts, 1);
+        assert_null(aib_agent_calls(pool, AIB_USAGE_CHAT, body, strlen(body), NULL, mine, &c));
+        assert_true(c.any_client);
+        assert_false(APR_ARRAY_IDX(c.calls, 0, aib_agent_call_t).ours);
+    }
 
     c = calls_ok(AIB_USAGE_CHAT, CHAT_RESPONSE("null"), injected);
     assert_true(c.none);
@@ -637,7 +653,7 @@ static void test_calls_messages(void **state)
                "a tool_use block has no string id, string name or object input");
     calls_fail(AIB_USAGE_MESSAGES, "{'content':[{'type':'tool_use','name':'b','input':{}}]}",
                "a tool_use block has no string id, string name or object input");
-    assert_non_null(aib_agent_calls(pool, AIB_USAGE_NONE, "{}", 2, NULL,
+    assert_non_null(aib_agent_calls(pool, AIB_USAGE_NONE, "{}", 2, NULL, NULL,
                                     &(aib_agent_calls_t){0}));
 }
 
@@ -831,7 +847,7 @@ static const char *strip_ok(aib_usage_kind_e kind, const char *response_q)
     const char *response = J(response_q), *out = NULL, *err;
     apr_size_t out_len = 0;
 
-    err = aib_agent_strip_injected(pool, kind, response, strlen(response), injected_two(),
+    err = aib_agent_strip_injected(pool, kind, response, strlen(response), injected_two(), NULL,
                                    &out, &out_len);
     if (err)
         fail_msg("strip failed: %s", err);
@@ -879,22 +895,22 @@ static void test_strip_unchanged_and_malformed(void **state)
 
     (void)state;
     assert_null(aib_agent_strip_injected(pool, AIB_USAGE_CHAT, response, strlen(response),
-                                         injected_two(), &out, &out_len));
+                                         injected_two(), NULL, &out, &out_len));
     assert_ptr_equal(out, response);
     assert_int_equal(out_len, strlen(response));
 
     out = NULL;
     response = J(CHAT_RESPONSE("[" CALL_READ ",7]"));
     assert_string_equal(aib_agent_strip_injected(pool, AIB_USAGE_CHAT, response,
-                                                 strlen(response), injected_two(), &out,
+                                                 strlen(response), injected_two(), NULL, &out,
                                                  &out_len),
                         "a tool call or output item is not an object");
     assert_null(out);
     assert_string_equal(aib_agent_strip_injected(pool, AIB_USAGE_MESSAGES, "[]", 2,
-                                                 injected_two(), &out, &out_len),
+                                                 injected_two(), NULL, &out, &out_len),
                         "response body is not a JSON object");
     assert_string_equal(aib_agent_strip_injected(pool, AIB_USAGE_RESPONSES, "{}", 2,
-                                                 injected_two(), &out, &out_len),
+                                                 injected_two(), NULL, &out, &out_len),
                         "response has no 'output' array");
     assert_null(out);
 }

@@ -57,7 +57,7 @@ static sink_t *new_sink(void)
 static aib_agent_stream_t *new_filter(aib_usage_kind_e kind, int include_usage,
                                       apr_size_t max_held, sink_t *k)
 {
-    return aib_agent_stream_create(pool, kind, "bmcp_", include_usage, max_held, emit, k);
+    return aib_agent_stream_create(pool, kind, "bmcp_", NULL, include_usage, max_held, emit, k);
 }
 
 static const char *output(const sink_t *k)
