@@ -6,6 +6,7 @@
 #include "agent.h"
 #include "agent_loop.h"
 #include "agent_stream.h"
+#include "buffer.h"
 #include "request.h"
 #include "sse.h"
 
@@ -194,8 +195,7 @@ typedef struct {
     int started;
     int status;
     const apr_table_t *headers;
-    char *buf;
-    apr_size_t len, cap;
+    aib_buffer_t body;
     int broken;
     int too_large;
 } held_t;
@@ -207,7 +207,7 @@ static void held_start(void *ctx, int status, const apr_table_t *headers)
     h->started = 1;
     h->status = status;
     h->headers = headers;
-    h->len = 0;
+    h->body.len = 0;
 }
 
 static int held_write(void *ctx, const char *data, apr_size_t len, int flush)
@@ -215,23 +215,11 @@ static int held_write(void *ctx, const char *data, apr_size_t len, int flush)
     held_t *h = ctx;
 
     (void)flush;
-    if (len > AIB_AGENT_ANSWER_MAX - h->len) {
+    if (len > AIB_AGENT_ANSWER_MAX - h->body.len) {
         h->too_large = 1;
         return 1;
     }
-    if (h->len + len > h->cap) {
-        apr_size_t cap = h->cap ? h->cap : 16384;
-        char *buf;
-        while (cap < h->len + len)
-            cap *= 2;
-        buf = apr_palloc(h->L->pool, cap);
-        if (h->len)
-            memcpy(buf, h->buf, h->len);
-        h->buf = buf;
-        h->cap = cap;
-    }
-    memcpy(h->buf + h->len, data, len);
-    h->len += len;
+    aib_buffer_append(&h->body, h->L->pool, data, len);
     return h->L->client->client_gone(h->L->client->ctx);
 }
 
@@ -310,18 +298,18 @@ static void run_blocking(loop_t *L, const char *body, apr_size_t len)
         }
         /* Errors, the pool's exhaustion among them, go back as they are. */
         if (sub.outcome != AIB_OUTCOME_OK || h.status >= 300) {
-            answer(L, h.status, h.headers, h.buf, h.len);
+            answer(L, h.status, h.headers, h.body.data, h.body.len);
             return;
         }
-        err = aib_agent_calls(L->pool, L->kind, h.buf, h.len, L->injected, NULL, &calls);
+        err = aib_agent_calls(L->pool, L->kind, h.body.data, h.body.len, L->injected, NULL, &calls);
         if (err) {
             logf_(L, AIB_LOG_WARNING, "answer not understood by the tool loop (%s): relayed",
                   err);
-            answer(L, h.status, h.headers, h.buf, h.len);
+            answer(L, h.status, h.headers, h.body.data, h.body.len);
             return;
         }
         if (calls.none) {
-            answer_final(L, &h, h.buf, h.len, &before);
+            answer_final(L, &h, h.body.data, h.body.len, &before);
             return;
         }
         if (calls.any_client) {
@@ -329,12 +317,12 @@ static void run_blocking(loop_t *L, const char *body, apr_size_t len)
             apr_size_t out_len;
             /* The injected calls are run first; the client gets the calls it can answer. */
             run_tools(L, calls.calls, NULL);
-            err = aib_agent_strip_injected(L->pool, L->kind, h.buf, h.len, L->injected,
+            err = aib_agent_strip_injected(L->pool, L->kind, h.body.data, h.body.len, L->injected,
                                            L->client_tools, &out,
                                            &out_len);
             if (err) {
-                out = h.buf;
-                out_len = h.len;
+                out = h.body.data;
+                out_len = h.body.len;
             }
             answer_final(L, &h, out, out_len, &before);
             return;
@@ -346,7 +334,7 @@ static void run_blocking(loop_t *L, const char *body, apr_size_t len)
         }
         results = apr_array_make(L->pool, calls.calls->nelts, sizeof(aib_agent_result_t));
         run_tools(L, calls.calls, results);
-        err = aib_agent_continue(L->pool, L->kind, body, len, h.buf, h.len, results, &body, &len);
+        err = aib_agent_continue(L->pool, L->kind, body, len, h.body.data, h.body.len, results, &body, &len);
         if (err) {
             logf_(L, AIB_LOG_WARNING, "tool loop cannot continue: %s", err);
             aib_bridge_reject(L->ic, AIB_ERROR_UPSTREAM, "the tool loop cannot continue", NULL,
@@ -372,8 +360,7 @@ typedef struct {
     aib_sse_parser_t *parser;
     relay_mode_e mode;
     int status;
-    char *error;
-    apr_size_t error_len;
+    aib_buffer_t error;
     int broken;
 } relay_t;
 
@@ -399,7 +386,7 @@ static void relay_start(void *ctx, int status, const apr_table_t *headers)
         r->mode = RELAY_DIRECT;
     else {
         r->mode = RELAY_HELD_ERROR;
-        r->error_len = 0;
+        r->error.len = 0;
         return;
     }
     if (!L->client_started) {
@@ -418,13 +405,9 @@ static int relay_write(void *ctx, const char *data, apr_size_t len, int flush)
     case RELAY_DIRECT:
         return client->write(client->ctx, data, len, flush);
     case RELAY_HELD_ERROR:
-        if (!r->error)
-            r->error = apr_palloc(r->L->pool, ERROR_BODY_MAX + 1);
-        if (len > ERROR_BODY_MAX - r->error_len)
-            len = ERROR_BODY_MAX - r->error_len;
-        memcpy(r->error + r->error_len, data, len);
-        r->error_len += len;
-        r->error[r->error_len] = '\0';
+        if (len > ERROR_BODY_MAX - r->error.len)
+            len = ERROR_BODY_MAX - r->error.len;
+        aib_buffer_append(&r->error, r->L->pool, data, len);
         break;
     case RELAY_STREAM:
         /* Non-zero: the filter stopped the iteration (error relayed,
@@ -482,7 +465,8 @@ static void stream_error(loop_t *L, aib_agent_stream_t *filter, aib_outcome_e ou
 /* An upstream error met after the stream began, as an error event. */
 static void relay_held_error(loop_t *L, const relay_t *r)
 {
-    json_object *body = r->error ? aib_json_parse_object(r->error, r->error_len) : NULL;
+    json_object *body = r->error.data ? aib_json_parse_object(r->error.data, r->error.len)
+                                      : NULL;
     json_object *error = body ? aib_json_member(body, "error", json_type_object) : NULL;
     json_object *message = error ? aib_json_member(error, "message", json_type_string) : NULL;
     const char *text = message ? apr_pstrdup(L->pool, json_object_get_string(message))

@@ -38,15 +38,11 @@
 #include <apr_strings.h>
 
 #include "agent_stream.h"
+#include "buffer.h"
 #include "request.h"
 #include "sse.h"
 
 #define JSON_FLAGS (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
-
-typedef struct {
-    char *p;
-    apr_size_t len, cap;
-} buf_t;
 
 /* A tool call (Chat), content block (Anthropic) or output item (Responses)
  * of the current iteration. */
@@ -57,8 +53,8 @@ typedef struct {
     const char *id;
     const char *name;
     const char *json;    /* Anthropic content_block at its start, Responses item when done */
-    buf_t text;          /* arguments, text, thinking or partial_json */
-    buf_t signature;     /* Anthropic thinking signature */
+    aib_buffer_t text;          /* arguments, text, thinking or partial_json */
+    aib_buffer_t signature;     /* Anthropic thinking signature */
 } part_t;
 
 struct aib_agent_stream {
@@ -92,7 +88,7 @@ struct aib_agent_stream {
     aib_usage_t usage;
     apr_size_t held;
     apr_array_header_t *parts;    /* part_t */
-    buf_t text;                   /* Chat content */
+    aib_buffer_t text;                   /* Chat content */
     int64_t next_call;            /* Chat: index of the next client tool call */
     int injected;
     int client_tools;
@@ -127,26 +123,15 @@ static int hold(aib_agent_stream_t *s, apr_size_t n)
     return 0;
 }
 
-static int append(aib_agent_stream_t *s, buf_t *b, const char *data, apr_size_t n)
+static int append(aib_agent_stream_t *s, aib_buffer_t *b, const char *data, apr_size_t n)
 {
     if (hold(s, n))
         return 1;
-    if (b->len + n + 1 > b->cap) {
-        apr_size_t cap = (b->len + n + 1) * 2;
-        char *p = apr_palloc(s->it_pool, cap);
-
-        if (b->len)
-            memcpy(p, b->p, b->len);
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, data, n);
-    b->len += n;
-    b->p[b->len] = '\0';
+    aib_buffer_append(b, s->it_pool, data, n);
     return 0;
 }
 
-static int append_string(aib_agent_stream_t *s, buf_t *b, json_object *str)
+static int append_string(aib_agent_stream_t *s, aib_buffer_t *b, json_object *str)
 {
     return str ? append(s, b, json_object_get_string(str),
                         (apr_size_t)json_object_get_string_len(str)) : 0;
@@ -591,7 +576,7 @@ static const char *chat_assistant(aib_agent_stream_t *s, apr_pool_t *p)
 
     json_object_object_add(msg, "role", json_object_new_string("assistant"));
     json_object_object_add(msg, "content", s->text.len
-                           ? json_object_new_string_len(s->text.p, (int)s->text.len) : NULL);
+                           ? json_object_new_string_len(s->text.data, (int)s->text.len) : NULL);
     if (s->parts->nelts) {
         calls = json_object_new_array();
         for (i = 0; i < s->parts->nelts; i++) {
@@ -602,7 +587,7 @@ static const char *chat_assistant(aib_agent_stream_t *s, apr_pool_t *p)
             json_object_object_add(call, "type", json_object_new_string("function"));
             json_object_object_add(fn, "name", json_object_new_string(pt->name ? pt->name : ""));
             json_object_object_add(fn, "arguments", pt->text.len
-                                   ? json_object_new_string_len(pt->text.p, (int)pt->text.len)
+                                   ? json_object_new_string_len(pt->text.data, (int)pt->text.len)
                                    : json_object_new_string("{}"));
             json_object_object_add(call, "function", fn);
             json_object_array_add(calls, call);
@@ -706,10 +691,10 @@ static int messages_event(aib_agent_stream_t *s, const char *event, const char *
 }
 
 /* Sets a block's string member to what its deltas brought, if anything. */
-static void set_text(json_object *block, const char *key, const buf_t *b)
+static void set_text(json_object *block, const char *key, const aib_buffer_t *b)
 {
     if (b->len)
-        json_object_object_add(block, key, json_object_new_string_len(b->p, (int)b->len));
+        json_object_object_add(block, key, json_object_new_string_len(b->data, (int)b->len));
 }
 
 static const char *messages_assistant(aib_agent_stream_t *s, apr_pool_t *p)
@@ -738,7 +723,7 @@ static const char *messages_assistant(aib_agent_stream_t *s, apr_pool_t *p)
             set_text(block, "signature", &pt->signature);
         }
         else if (is(type, "tool_use") || is(type, "server_tool_use")) {
-            json_object *input = pt->text.len ? aib_json_parse_object(pt->text.p, pt->text.len)
+            json_object *input = pt->text.len ? aib_json_parse_object(pt->text.data, pt->text.len)
                                               : NULL;
             json_object_object_add(block, "input", input ? input : json_object_new_object());
         }
@@ -947,7 +932,7 @@ aib_agent_turn_t *aib_agent_stream_end(aib_agent_stream_t *s, apr_pool_t *p)
         c = apr_array_push(t->calls);
         c->id = apr_pstrdup(p, pt->id ? pt->id : "");
         c->name = apr_pstrdup(p, pt->name ? pt->name : "");
-        c->arguments = pt->text.len ? apr_pstrmemdup(p, pt->text.p, pt->text.len) : "{}";
+        c->arguments = pt->text.len ? apr_pstrmemdup(p, pt->text.data, pt->text.len) : "{}";
     }
     if (t->outcome != AIB_AGENT_TOO_LARGE)
         t->assistant = s->kind == AIB_USAGE_CHAT ? chat_assistant(s, p)

@@ -20,6 +20,7 @@
 #include <apr_thread_mutex.h>
 #include <apr_uri.h>
 
+#include "buffer.h"
 #include "config.h"
 #include "hint.h"
 #include "mcp.h"
@@ -225,8 +226,7 @@ typedef struct {
     int status;
     const char *session_id;        /* Mcp-Session-Id of the answer */
     aib_sse_parser_t *sse;         /* NULL: a JSON answer */
-    char *buf;                     /* JSON answer so far */
-    apr_size_t len, cap;
+    aib_buffer_t json;             /* JSON answer so far */
     apr_size_t total;              /* bytes read, SSE included */
     int too_large;
     json_object *response;         /* the response to `id`, once seen */
@@ -313,17 +313,7 @@ static int on_data(void *ctx, const char *data, apr_size_t len)
     a->total += len;
     if (a->sse)
         return aib_sse_feed(a->sse, data, len) != AIB_SSE_OK;
-    if (a->len + len + 1 > a->cap) {
-        apr_size_t cap = (a->len + len + 1) * 2;
-        char *b = apr_palloc(a->p, cap);
-        if (a->len)
-            memcpy(b, a->buf, a->len);
-        a->buf = b;
-        a->cap = cap;
-    }
-    memcpy(a->buf + a->len, data, len);
-    a->len += len;
-    a->buf[a->len] = '\0';
+    aib_buffer_append(&a->json, a->p, data, len);
     return 0;
 }
 
@@ -375,7 +365,7 @@ static const char *post(const aib_mcp_server_t *s, aib_transport_t *t, apr_pool_
     if (!id)
         return NULL;
     if (!a->sse) {
-        json_object *msg = a->buf ? parse_json(p, a->buf, a->len) : NULL;
+        json_object *msg = a->json.data ? parse_json(p, a->json.data, a->json.len) : NULL;
         if (msg && is_response_to(msg, id)) {
             a->response = msg;
             return NULL;
