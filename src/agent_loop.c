@@ -24,7 +24,12 @@ typedef struct {
     apr_array_header_t *injected;      /* aib_agent_tool_t */
     apr_array_header_t *client_tools;  /* const char *: names of the client's tools */
     int client_started;
+    aib_mcp_wait_t wait;               /* while a tool runs */
+    int64_t last_write_ms;             /* streaming: the client last got a frame */
 } loop_t;
+
+/* A tool still running: a stream's client gets a keep-alive this often. */
+#define KEEPALIVE_MS 10000
 
 const char *aib_tool_outcome_name(aib_tool_outcome_e outcome)
 {
@@ -165,7 +170,7 @@ static void run_tools(loop_t *L, const apr_array_header_t *calls, apr_array_head
             continue;
         }
         aib_mcp_call(client_of(L, call->tool->server), L->agent->transport, L->pool,
-                     call->tool->tool, call->arguments, AIB_TOOL_TIMEOUT_MS, &res);
+                     call->tool->tool, call->arguments, AIB_TOOL_TIMEOUT_MS, &L->wait, &res);
         run = apr_array_push(L->agent->tool_runs);
         run->server = call->tool->server;
         run->tool = call->tool->tool;
@@ -445,9 +450,29 @@ static void relay_log(void *ctx, aib_log_level_e level, const char *message)
 
 static int emit_to_client(void *ctx, const char *frame, apr_size_t len)
 {
-    const aib_sink_t *client = ((loop_t *)ctx)->client;
+    loop_t *L = ctx;
 
-    return client->write(client->ctx, frame, len, 1);
+    L->last_write_ms = L->ic->now_ms();
+    return L->client->write(L->client->ctx, frame, len, 1);
+}
+
+static int keep_alive(loop_t *L)
+{
+    apr_size_t len;
+    const char *frame = aib_agent_stream_keepalive(L->kind, &len);
+
+    return emit_to_client(L, frame, len);
+}
+
+/* While a tool runs: a client that left stops it; a stream's is kept alive. */
+static int tool_tick(void *ctx)
+{
+    loop_t *L = ctx;
+
+    if (L->client_started && L->ic->stream
+        && L->ic->now_ms() - L->last_write_ms >= KEEPALIVE_MS && keep_alive(L))
+        return 1;
+    return L->client->client_gone(L->client->ctx);
 }
 
 /* The error event that ends the client's stream; `outcome` says why. */
@@ -528,8 +553,7 @@ static void run_streaming(loop_t *L, const char *body, apr_size_t len)
         aib_interception_t sub;
         aib_agent_turn_t *turn;
         apr_array_header_t *calls, *results;
-        apr_size_t keepalive_len;
-        const char *keepalive, *response, *err;
+        const char *response, *err;
 
         memset(&r, 0, sizeof(r));
         r.L = L;
@@ -570,8 +594,7 @@ static void run_streaming(loop_t *L, const char *body, apr_size_t len)
             stream_error(L, filter, AIB_OUTCOME_REJECTED, AIB_ERROR_UPSTREAM, limit_message(L));
             return;
         }
-        keepalive = aib_agent_stream_keepalive(L->kind, &keepalive_len);
-        if (L->client->write(L->client->ctx, keepalive, keepalive_len, 1))
+        if (keep_alive(L))
             return;
         calls = stream_calls(L, turn);
         results = apr_array_make(L->pool, calls->nelts, sizeof(aib_agent_result_t));
@@ -600,6 +623,8 @@ void aib_agent_run(aib_interception_t *ic, aib_agent_t *agent)
     L.pool = ic->pool;
     L.client = ic->sink;
     L.kind = aib_usage_kind(ic->route.name);
+    L.wait.tick = tool_tick;
+    L.wait.ctx = &L;
     agent->iterations = 0;
     agent->tools_offered = 0;
     agent->tool_runs = apr_array_make(ic->pool, 2, sizeof(aib_tool_run_t));

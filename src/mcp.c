@@ -230,6 +230,7 @@ typedef struct {
     apr_size_t total;              /* bytes read, SSE included */
     int too_large;
     json_object *response;         /* the response to `id`, once seen */
+    const aib_mcp_wait_t *wait;
 } answer_t;
 
 static apr_status_t put_json(void *obj)
@@ -317,20 +318,28 @@ static int on_data(void *ctx, const char *data, apr_size_t len)
     return 0;
 }
 
+static int on_tick(void *ctx)
+{
+    const answer_t *a = ctx;
+
+    return a->wait->tick(a->wait->ctx);
+}
+
 /* POSTs one JSON-RPC message. NULL on success (a->response set when `id`
  * is non-zero), else an error message. */
 static const char *post(const aib_mcp_server_t *s, aib_transport_t *t, apr_pool_t *p,
                         const char *what, const char *body, int64_t id,
                         const char *session_id, const char *version, int64_t timeout_ms,
-                        answer_t *a)
+                        const aib_mcp_wait_t *wait, answer_t *a)
 {
     aib_upstream_request_t req;
-    aib_upstream_handler_t handler = { a, on_response, on_data, NULL };
+    aib_upstream_handler_t handler = { a, on_response, on_data, wait ? on_tick : NULL };
     apr_table_t *headers = apr_table_copy(p, s->headers);
     const char *error = NULL;
     aib_xfer_result_e rc;
 
     memset(a, 0, sizeof(*a));
+    a->wait = wait;
     a->server = s;
     a->p = p;
     a->id = id;
@@ -398,7 +407,7 @@ static const char *handshake(aib_mcp_client_t *c, aib_transport_t *t, apr_pool_t
                             "\"initialize\",\"params\":{\"protocolVersion\":\""
                             AIB_MCP_PROTOCOL_VERSION "\",\"capabilities\":{},\"clientInfo\":"
                             "{\"name\":\"mod_aibridge\",\"version\":\"1\"}}}", (apr_int64_t)id),
-               id, NULL, NULL, timeout_ms, &a);
+               id, NULL, NULL, timeout_ms, NULL, &a);
     if (err)
         return err;
     if (!json_object_object_get_ex(a.response, "result", &result)
@@ -410,7 +419,7 @@ static const char *handshake(aib_mcp_client_t *c, aib_transport_t *t, apr_pool_t
     negotiated = apr_pstrdup(p, json_object_get_string(version));
     err = post(s, t, p, "notifications/initialized",
                "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}",
-               0, session, negotiated, timeout_ms, &a);
+               0, session, negotiated, timeout_ms, NULL, &a);
     if (err)
         return err;
     apr_thread_mutex_lock(c->lock);
@@ -428,7 +437,7 @@ static const char *handshake(aib_mcp_client_t *c, aib_transport_t *t, apr_pool_t
  * NULL and *response set, or an error message. */
 static const char *request(aib_mcp_client_t *c, aib_transport_t *t, apr_pool_t *p,
                            const char *method, const char *params_json, int64_t timeout_ms,
-                           json_object **response)
+                           const aib_mcp_wait_t *wait, json_object **response)
 {
     const char *err, *session, *version;
     int attempt, initialized;
@@ -454,7 +463,8 @@ static const char *request(aib_mcp_client_t *c, aib_transport_t *t, apr_pool_t *
         err = post(c->server, t, p, method,
                    apr_psprintf(p, "{\"jsonrpc\":\"2.0\",\"id\":%" APR_INT64_T_FMT
                                 ",\"method\":\"%s\",\"params\":%s}", (apr_int64_t)id,
-                                method, params_json), id, session, version, timeout_ms, &a);
+                                method, params_json), id, session, version, timeout_ms,
+                   wait, &a);
         if (!err) {
             *response = a.response;
             return NULL;
@@ -561,7 +571,7 @@ static tool_list_t *fetch_tools(aib_mcp_client_t *c, aib_transport_t *t, apr_poo
         err = request(c, t, p, "tools/list",
                       cursor ? apr_pstrcat(p, "{\"cursor\":", aib_json_quote(p, cursor), "}",
                                            NULL) : "{}",
-                      MCP_LIST_TIMEOUT_MS, &response);
+                      MCP_LIST_TIMEOUT_MS, NULL, &response);
         if (!err)
             err = rpc_error(p, "tools/list", response);
         if (!err && (!json_object_object_get_ex(response, "result", &result)
@@ -661,7 +671,8 @@ static void call_failed(apr_pool_t *p, const aib_mcp_server_t *s, const char *to
 }
 
 void aib_mcp_call(aib_mcp_client_t *c, aib_transport_t *t, apr_pool_t *p, const char *tool,
-                  const char *arguments_json, int64_t timeout_ms, aib_mcp_result_t *out)
+                  const char *arguments_json, int64_t timeout_ms, const aib_mcp_wait_t *wait,
+                  aib_mcp_result_t *out)
 {
     json_object *args = NULL, *response, *result, *content, *is_error;
     const char *err;
@@ -678,7 +689,7 @@ void aib_mcp_call(aib_mcp_client_t *c, aib_transport_t *t, apr_pool_t *p, const 
     err = request(c, t, p, "tools/call",
                   apr_pstrcat(p, "{\"name\":", aib_json_quote(p, tool), ",\"arguments\":",
                               args ? json_text(args) : "{}", "}", NULL),
-                  timeout_ms, &response);
+                  timeout_ms, wait, &response);
     if (!err)
         err = rpc_error(p, "tools/call", response);
     if (!err && (!json_object_object_get_ex(response, "result", &result)

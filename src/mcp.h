@@ -60,6 +60,13 @@ typedef struct {
 const apr_array_header_t *aib_mcp_tools(aib_mcp_client_t *client, aib_transport_t *transport,
                                         apr_pool_t *p, int64_t now_ms, const char **failure);
 
+/* While a call waits for its answer, tick(ctx) runs several times a
+ * second (keep-alives to a client); non-zero stops the call. */
+typedef struct {
+    int (*tick)(void *ctx);
+    void *ctx;
+} aib_mcp_wait_t;
+
 typedef struct {
     const char *text;              /* for the model; never NULL */
     int is_error;                  /* the tool failed (isError) or could not run */
@@ -72,6 +79,6 @@ typedef struct {
  * a text item's text, any other item as its JSON. */
 void aib_mcp_call(aib_mcp_client_t *client, aib_transport_t *transport, apr_pool_t *p,
                   const char *tool, const char *arguments_json, int64_t timeout_ms,
-                  aib_mcp_result_t *out);
+                  const aib_mcp_wait_t *wait, aib_mcp_result_t *out);
 
 #endif

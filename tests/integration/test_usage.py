@@ -52,7 +52,8 @@ VARS_FORMAT = 'LogFormat "PID=%P\\t' + "\\t".join(f"{v}=%{{{v}}}e" for v in VARS
 FIELDS = {"id", "start", "end", "duration_ms", "ttfb_ms", "user", "client", "provider", "route",
           "model", "stream", "credential", "key", "keys_tried", "attempts", "outcome", "status",
           "upstream_status", "input_tokens", "output_tokens", "cache_read_tokens",
-          "cache_write_tokens", "reasoning_tokens", "bytes_in", "bytes_out", "tools"}
+          "cache_write_tokens", "reasoning_tokens", "bytes_in", "bytes_out", "tools",
+          "iterations", "tool_calls"}
 TOKEN_FIELDS = ["input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
                 "reasoning_tokens"]
 TOKEN_VARS = ["AIBRIDGE_INPUT_TOKENS", "AIBRIDGE_OUTPUT_TOKENS", "AIBRIDGE_CACHE_READ_TOKENS",
@@ -197,7 +198,8 @@ def test_variables_and_record_of_a_chat(start, mock):
         "keys_tried": [HINTS[0]], "attempts": 1, "outcome": "ok", "status": 200,
         "upstream_status": 200, "input_tokens": 21, "output_tokens": 9,
         "cache_read_tokens": 5, "cache_write_tokens": 0, "reasoning_tokens": 3,
-        "bytes_in": body_length(CHAT), "bytes_out": len(reply.body), "tools": []}
+        "bytes_in": body_length(CHAT), "bytes_out": len(reply.body), "tools": [],
+        "iterations": None, "tool_calls": []}
 
 
 def test_variables_after_failover(start, mock):

@@ -121,6 +121,11 @@ static aib_xfer_result_e fake_perform(aib_transport_t *self, apr_pool_t *p,
     assert_true(json_object_object_get_ex(call->body, "method", &method));
     call->method = json_object_get_string(method);
 
+    /* Waiting for the server. */
+    if (handler->on_tick && handler->on_tick(handler->ctx)) {
+        call->stopped = 1;
+        return AIB_XFER_STOPPED;
+    }
     if (step->reenter) {
         const char *failure;
         reentered_calls = ft->ncalls;
@@ -415,7 +420,7 @@ static void test_handshake_and_session(void **state)
     tools = tools_at(NOW + 1000, &failure);
     assert_int_equal(tools->nelts, 2);
     assert_int_equal(transport.ncalls, 3);
-    aib_mcp_call(client, &transport.base, pool, "echo", "{\"message\":\"hi\"}", 7000, &r);
+    aib_mcp_call(client, &transport.base, pool, "echo", "{\"message\":\"hi\"}", 7000, NULL, &r);
     assert_methods("initialize,notifications/initialized,tools/list,tools/call");
     assert_string_equal(header(3, "Mcp-Session-Id"), "sess-1");
     assert_string_equal(header(3, "MCP-Protocol-Version"), "2025-03-26");
@@ -425,6 +430,45 @@ static void test_handshake_and_session(void **state)
     assert_string_equal(r.text, "Echo: hi");
     assert_false(r.is_error);
     assert_null(r.failure);
+}
+
+static int ticks;
+
+static int count_tick(void *ctx)
+{
+    ticks++;
+    return *(int *)ctx;
+}
+
+/* A call's waiting is ticked for its caller, who may stop it (client gone). */
+static void test_call_wait(void **state)
+{
+    int stop = 0;
+    aib_mcp_wait_t wait = { count_tick, &stop };
+    aib_mcp_result_t r;
+
+    static const step_t steps[] = {
+        INIT_STEP("s"),
+        INITIALIZED_STEP,
+        CALL_STEP("{\"content\":[{\"type\":\"text\",\"text\":\"ok\"}]}"),
+        CALL_STEP("{\"content\":[]}"),
+    };
+
+    (void)state;
+    CLIENT("tools", "http://h/mcp");
+    SCRIPT(steps);
+    ticks = 0;
+    aib_mcp_call(client, &transport.base, pool, "echo", "{}", 1000, &wait, &r);
+    /* Only the call's own exchange is ticked, not the handshake's. */
+    assert_int_equal(ticks, 1);
+    assert_null(r.failure);
+    assert_string_equal(r.text, "ok");
+    stop = 1;
+    aib_mcp_call(client, &transport.base, pool, "echo", "{}", 1000, &wait, &r);
+    assert_int_equal(ticks, 2);
+    assert_int_equal(transport.calls[3].stopped, 1);
+    assert_true(r.is_error);
+    assert_non_null(r.failure);
 }
 
 /* A server without sessions: no Mcp-Session-Id, and none sent back. */
@@ -706,21 +750,21 @@ static void test_session_expiry_reinitializes_once(void **state)
     (void)state;
     CLIENT("tools", "http://h/mcp");
     SCRIPT(steps);
-    aib_mcp_call(client, &transport.base, pool, "t", NULL, 1000, &r);
+    aib_mcp_call(client, &transport.base, pool, "t", NULL, 1000, NULL, &r);
     assert_string_equal(r.text, "one");
-    aib_mcp_call(client, &transport.base, pool, "t", "", 1000, &r);
+    aib_mcp_call(client, &transport.base, pool, "t", "", 1000, NULL, &r);
     assert_string_equal(r.text, "two");
     assert_false(r.is_error);
     assert_null(header(4, "Mcp-Session-Id"));
     assert_string_equal(header(6, "Mcp-Session-Id"), "sess-2");
     assert_string_equal(param(6, "arguments"), "{}");
 
-    aib_mcp_call(client, &transport.base, pool, "t", "{}", 1000, &r);
+    aib_mcp_call(client, &transport.base, pool, "t", "{}", 1000, NULL, &r);
     assert_string_equal(r.text, "three");
     assert_string_equal(header(7, "Mcp-Session-Id"), "sess-2");
     assert_string_equal(header(10, "Mcp-Session-Id"), "sess-3");
 
-    aib_mcp_call(client, &transport.base, pool, "t", "{}", 1000, &r);
+    aib_mcp_call(client, &transport.base, pool, "t", "{}", 1000, NULL, &r);
     assert_true(r.is_error);
     assert_non_null(r.failure);
     assert_non_null(strstr(r.failure, "HTTP 404"));
@@ -744,7 +788,7 @@ static void test_fresh_session_404_not_retried(void **state)
     (void)state;
     CLIENT("tools", "http://h/mcp");
     SCRIPT(steps);
-    aib_mcp_call(client, &transport.base, pool, "t", "{}", 1000, &r);
+    aib_mcp_call(client, &transport.base, pool, "t", "{}", 1000, NULL, &r);
     assert_true(r.is_error);
     assert_string_equal(r.failure, "MCP server 'tools': tool t: tools/call: HTTP 404");
     assert_int_equal(transport.ncalls, 3);
@@ -766,17 +810,17 @@ static void test_tool_error_and_content(void **state)
     (void)state;
     CLIENT("tools", "http://h/mcp");
     SCRIPT(steps);
-    aib_mcp_call(client, &transport.base, pool, "get-sum", "{\"a\":\"x\"}", 1000, &r);
+    aib_mcp_call(client, &transport.base, pool, "get-sum", "{\"a\":\"x\"}", 1000, NULL, &r);
     assert_true(r.is_error);
     assert_null(r.failure);
     assert_string_equal(r.text, "Invalid input");
 
-    aib_mcp_call(client, &transport.base, pool, "get-sum", "{\"a\":1}", 1000, &r);
+    aib_mcp_call(client, &transport.base, pool, "get-sum", "{\"a\":1}", 1000, NULL, &r);
     assert_false(r.is_error);
     assert_string_equal(r.text,
                         "a/b\n{\"type\":\"image\",\"data\":\"AAA=\",\"mimeType\":\"image/png\"}\nc");
 
-    aib_mcp_call(client, &transport.base, pool, "get-sum", "{}", 1000, &r);
+    aib_mcp_call(client, &transport.base, pool, "get-sum", "{}", 1000, NULL, &r);
     assert_false(r.is_error);
     assert_string_equal(r.text, "");
 }
@@ -812,7 +856,7 @@ static void test_call_failures(void **state)
     CLIENT("tools", "http://h/mcp", "header=X-Api-Key:" SECRET);
     SCRIPT(steps);
     for (i = 0; i < sizeof(expected) / sizeof(expected[0]); i++) {
-        aib_mcp_call(client, &transport.base, pool, "nope", "{}", 1000, &r);
+        aib_mcp_call(client, &transport.base, pool, "nope", "{}", 1000, NULL, &r);
         assert_true(r.is_error);
         assert_non_null(r.failure);
         if (strcmp(r.failure, apr_pstrcat(pool, "MCP server 'tools': ", expected[i], NULL)))
@@ -832,7 +876,7 @@ static void test_bad_arguments(void **state)
     CLIENT("tools", "http://h/mcp");
     script(NULL, 0);
     for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        aib_mcp_call(client, &transport.base, pool, "echo", bad[i], 1000, &r);
+        aib_mcp_call(client, &transport.base, pool, "echo", bad[i], 1000, NULL, &r);
         assert_true(r.is_error);
         assert_non_null(strstr(r.failure, "the arguments are not a JSON object"));
     }
@@ -867,21 +911,21 @@ static void test_oversized_answers(void **state)
     (void)state;
     CLIENT("tools", "http://h/mcp");
     SCRIPT(steps);
-    aib_mcp_call(client, &transport.base, pool, "t", "{}", 1000, &r);
+    aib_mcp_call(client, &transport.base, pool, "t", "{}", 1000, NULL, &r);
     assert_string_equal(r.text, "session up");
 
     server->max_answer = 150;
-    aib_mcp_call(client, &transport.base, pool, "t", "{}", 1000, &r);
+    aib_mcp_call(client, &transport.base, pool, "t", "{}", 1000, NULL, &r);
     assert_true(r.is_error);
     assert_string_equal(r.failure,
                         "MCP server 'tools': tool t: tools/call: answer larger than 150 bytes");
     assert_true(transport.calls[3].stopped);
-    aib_mcp_call(client, &transport.base, pool, "t", "{}", 1000, &r);
+    aib_mcp_call(client, &transport.base, pool, "t", "{}", 1000, NULL, &r);
     assert_true(r.is_error);
     assert_string_equal(r.failure,
                         "MCP server 'tools': tool t: tools/call: answer larger than 150 bytes");
     assert_true(transport.calls[4].stopped);
-    aib_mcp_call(client, &transport.base, pool, "t", "{}", 1000, &r);
+    aib_mcp_call(client, &transport.base, pool, "t", "{}", 1000, NULL, &r);
     assert_null(r.failure);
     assert_string_equal(r.text, "fits");
 }
@@ -905,6 +949,7 @@ int main(void)
         cmocka_unit_test_teardown(test_session_expiry_reinitializes_once, aib_clear_pool),
         cmocka_unit_test_teardown(test_fresh_session_404_not_retried, aib_clear_pool),
         cmocka_unit_test_teardown(test_tool_error_and_content, aib_clear_pool),
+        cmocka_unit_test_teardown(test_call_wait, aib_clear_pool),
         cmocka_unit_test_teardown(test_call_failures, aib_clear_pool),
         cmocka_unit_test_teardown(test_bad_arguments, aib_clear_pool),
         cmocka_unit_test_teardown(test_oversized_answers, aib_clear_pool),
