@@ -559,10 +559,9 @@ static void run_streaming(loop_t *L, const char *body, apr_size_t len)
         r.L = L;
         r.filter = filter;
         iterate(L, body, len, &sink, &sub);
-        if (L->client_started)
-            L->ic->status = 200;
         if (r.mode == RELAY_NONE || r.mode == RELAY_DIRECT)
             return;                   /* the client left, or got the error as it is */
+        L->ic->status = 200;          /* what the client's stream began with */
         if (r.mode == RELAY_HELD_ERROR) {
             relay_held_error(L, &r);
             return;

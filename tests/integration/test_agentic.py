@@ -803,6 +803,22 @@ def test_agentic_all_keys_fail(start, mock, route, stream):
         ("exhausted", 200 if stream else 429, 2)
 
 
+@route_param
+@stream_param
+def test_pool_out_before_the_first_answer(start, mock, route, stream):
+    """Exhausted in the first iteration: the client gets the 429 as it is, stream or not."""
+    httpd = start(keys=("k0", "k1"))
+    mock.script("k0", r429(4))
+    mock.script("k1", r429(3))
+    reply = ask(httpd, route, stream)
+    assert_error_body(reply, route, 429, "rate_limit_error",
+                      None if route == MESSAGES else "rate_limit_exceeded",
+                      "all configured keys are rate-limited (retry after 3s)")
+    assert reply.headers["Retry-After"] == "3"
+    [rec] = records(httpd, 1)
+    assert (rec["outcome"], rec["status"], rec["iterations"]) == ("exhausted", 429, 1)
+
+
 # 8. An MCP server that cannot be reached
 
 @route_param
