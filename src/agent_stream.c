@@ -37,6 +37,7 @@
 #include <json.h>
 #include <apr_strings.h>
 
+#include "agent.h"
 #include "agent_stream.h"
 #include "buffer.h"
 #include "request.h"
@@ -252,23 +253,13 @@ static int64_t plus(int64_t a, int64_t b)
     return b > INT64_MAX - a ? INT64_MAX : a + b;
 }
 
-static void add_counts(aib_usage_t *to, const aib_usage_t *u)
-{
-    to->seen |= u->seen;
-    to->input = plus(to->input, u->input);
-    to->output = plus(to->output, u->output);
-    to->cache_read = plus(to->cache_read, u->cache_read);
-    to->cache_write = plus(to->cache_write, u->cache_write);
-    to->reasoning = plus(to->reasoning, u->reasoning);
-}
-
 /* The usage to report so far: the ended iterations and, while one runs,
  * the current one. */
 static void sum_usage(const aib_agent_stream_t *s, aib_usage_t *u)
 {
     *u = s->total;
     if (!s->fresh)
-        add_counts(u, &s->usage);
+        aib_agent_usage_add(u, &s->usage);
 }
 
 /* ------------------------------------------------------------------ */
@@ -905,7 +896,7 @@ static void add_usage(aib_usage_t *to, const aib_usage_t *u)
 {
     int i;
 
-    add_counts(to, u);
+    aib_agent_usage_add(to, u);
     for (i = 0; i < u->tools->nelts; i++)
         *(const char **)apr_array_push(to->tools) =
             apr_pstrdup(to->tools->pool, APR_ARRAY_IDX(u->tools, i, const char *));
