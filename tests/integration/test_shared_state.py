@@ -5,12 +5,13 @@ propagate; Redis going away loses no request and is survived."""
 
 import os
 import re
+import signal
 import time
 
 import pytest
 
 from bridging import CHAT, call, wait_for
-from harness import MODULES_DIR, Httpd, Memcached, Redis, bridge_config
+from harness import MODULES_DIR, SLOW, Httpd, Memcached, Redis, bridge_config
 from status_pages import STATUS, act, json_key, status_json, status_page
 
 METRICS = "/metrics"
@@ -176,6 +177,25 @@ def test_redis_going_away_loses_no_request(fleet, mock, redis):
     for h in fleet:
         assert h.log_lines(r"\[aibridge:notice\].*reachable again, key state resynchronised")
     assert becomes(b, 0, "cooling", timeout=2)
+
+
+def test_a_hung_redis_delays_no_request(fleet, mock, redis):
+    """Redis stopped (SIGSTOP: connections hang, no refusal): requests go on
+    as fast as before; the sync thread alone waits, for RedisTimeout."""
+    a, b = fleet
+    for h in fleet:
+        h.allow_errors(*REDIS_ERRORS)
+    assert wait_for(lambda: synced(a) and synced(b))
+    redis.proc.send_signal(signal.SIGSTOP)
+    try:
+        for i in range(20):
+            started = time.monotonic()
+            assert call(fleet[i % 2], CHAT).status == 200
+            # Far below RedisTimeout (5 s): no request waits for the cache.
+            assert time.monotonic() - started < 2 * SLOW
+    finally:
+        redis.proc.send_signal(signal.SIGCONT)
+    assert wait_for(lambda: synced(a) and synced(b), timeout=15)
 
 
 def test_status_page_and_metrics_show_the_shared_state(fleet):
