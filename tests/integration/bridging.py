@@ -328,3 +328,25 @@ def wait_for(predicate, timeout=5):
             return True
         time.sleep(0.05)
     return predicate()
+
+
+def read_lines(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().splitlines()
+    except OSError:
+        return []
+
+
+def log_lines(path, n):
+    """The lines of a log once it has n (a pipe writes a little later), and no more."""
+    wait_for(lambda: len(read_lines(path)) >= n)
+    time.sleep(0.05)
+    lines = read_lines(path)
+    assert len(lines) == n, lines
+    return lines
+
+
+def log_records(path, n):
+    """The JSON records of a usage log (AIBridgeUsageLog) once it has n."""
+    return [json.loads(line) for line in log_lines(path, n)]

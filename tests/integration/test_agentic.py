@@ -21,11 +21,11 @@ from collections import namedtuple
 import pytest
 import requests
 
-from bridging import (CHAT, COUNT_TOKENS, MESSAGES, REPLY, RESPONSES, call, r429, request_body,
-                      wait_for)
+from bridging import (CHAT, COUNT_TOKENS, MESSAGES, REPLY, RESPONSES, call, log_lines,
+                      log_records, r429, request_body, wait_for)
 from harness import bridge_config, free_port
 from mcp_server import McpServer, _rpc
-from test_status import Metrics
+from status_pages import Metrics
 
 ROUTES = [pytest.param(CHAT, id="chat"), pytest.param(RESPONSES, id="responses"),
           pytest.param(MESSAGES, id="messages")]
@@ -513,28 +513,12 @@ def assert_stream_error(reply, route, type_, code, message_part):
 # --------------------------------------------------------------------------
 # Records
 
-def read_lines(path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read().splitlines()
-    except OSError:
-        return []
-
-
 def records(httpd, n):
-    path = usage_path(httpd)
-    wait_for(lambda: len(read_lines(path)) >= n)
-    lines = read_lines(path)
-    assert len(lines) == n, lines
-    return [json.loads(line) for line in lines]
+    return log_records(usage_path(httpd), n)
 
 
 def agent_vars(httpd, n):
-    path = os.path.join(httpd.dir, "agent.log")
-    wait_for(lambda: len(read_lines(path)) >= n)
-    lines = read_lines(path)
-    assert len(lines) == n, lines
-    return lines
+    return log_lines(os.path.join(httpd.dir, "agent.log"), n)
 
 
 def tool_runs(rec):

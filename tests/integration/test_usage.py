@@ -17,13 +17,13 @@ import re
 import shutil
 import socket
 import tempfile
-import time
 
 import pytest
 import requests
 
 from bridging import (wait_for, CHAT, COUNT_TOKENS, MESSAGES, RESPONSES, assert_complete, call,
-                      client_key_headers, r429, request_body)
+                      client_key_headers, log_lines, log_records as records, r429, read_lines,
+                      request_body)
 from harness import SLOW, TOP, bridge_config, free_port
 
 # Distinctive keys: none of them, nor their middles, may reach a log.
@@ -70,30 +70,10 @@ TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 # Helpers
 
 
-def read_lines(path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read().splitlines()
-    except OSError:
-        return []
-
-
-def records(path, n):
-    """The usage log's records once it has n lines (pipes write a little later)."""
-    wait_for(lambda: len(read_lines(path)) >= n)
-    time.sleep(0.05)  # nothing more than n
-    lines = read_lines(path)
-    assert len(lines) == n, lines
-    return [json.loads(line) for line in lines]
-
-
 def variables(httpd, n):
     """The request variables of the n requests logged so far (access-log lines
     are written after the response went out)."""
-    path = os.path.join(httpd.dir, "vars.log")
-    wait_for(lambda: len(read_lines(path)) >= n)
-    lines = read_lines(path)
-    assert len(lines) == n, lines
+    lines = log_lines(os.path.join(httpd.dir, "vars.log"), n)
     return [dict(pair.split("=", 1) for pair in line.split("\t")) for line in lines]
 
 

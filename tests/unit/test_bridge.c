@@ -73,18 +73,6 @@ typedef struct {
     call_t calls[MAX_CALLS];
 } fake_transport_t;
 
-static apr_table_t *deep_copy(const apr_table_t *t)
-{
-    const apr_array_header_t *arr = apr_table_elts(t);
-    const apr_table_entry_t *e = (const apr_table_entry_t *)arr->elts;
-    apr_table_t *out = apr_table_make(pool, arr->nelts + 1);
-    int i;
-
-    for (i = 0; i < arr->nelts; i++)
-        apr_table_add(out, e[i].key, e[i].val);
-    return out;
-}
-
 static aib_xfer_result_e fake_perform(aib_transport_t *self, apr_pool_t *p,
                                       const aib_upstream_request_t *req,
                                       const aib_upstream_handler_t *handler,
@@ -104,7 +92,7 @@ static aib_xfer_result_e fake_perform(aib_transport_t *self, apr_pool_t *p,
     memset(call, 0, sizeof(*call));
     call->method = apr_pstrdup(pool, req->method);
     call->url = apr_pstrdup(pool, req->url);
-    call->headers = deep_copy(req->headers);
+    call->headers = aib_table_copy_deep(req->headers);
     call->body = req->body ? apr_pstrmemdup(pool, req->body, req->body_len) : NULL;
     call->body_len = req->body_len;
     call->timeout_ms = req->timeout_ms;
@@ -188,7 +176,7 @@ static void sink_start(void *ctx, int status, const apr_table_t *headers)
 
     s->starts++;
     s->status = status;
-    s->headers = deep_copy(headers);
+    s->headers = aib_table_copy_deep(headers);
 }
 
 static int sink_write(void *ctx, const char *data, apr_size_t len, int flush)

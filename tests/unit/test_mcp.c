@@ -68,18 +68,6 @@ static apr_status_t put_json(void *obj)
     return APR_SUCCESS;
 }
 
-static apr_table_t *deep_copy(const apr_table_t *t)
-{
-    const apr_array_header_t *arr = apr_table_elts(t);
-    const apr_table_entry_t *e = (const apr_table_entry_t *)arr->elts;
-    apr_table_t *out = apr_table_make(pool, arr->nelts + 1);
-    int i;
-
-    for (i = 0; i < arr->nelts; i++)
-        apr_table_add(out, e[i].key, e[i].val);
-    return out;
-}
-
 static const char *with_id(apr_pool_t *p, const char *chunk, json_object *body)
 {
     json_object *id;
@@ -113,7 +101,7 @@ static aib_xfer_result_e fake_perform(aib_transport_t *self, apr_pool_t *p,
     memset(call, 0, sizeof(*call));
     assert_string_equal(req->method, "POST");
     call->url = apr_pstrdup(pool, req->url);
-    call->headers = deep_copy(req->headers);
+    call->headers = aib_table_copy_deep(req->headers);
     call->timeout_ms = req->timeout_ms;
     call->body = json_tokener_parse(apr_pstrmemdup(pool, req->body, req->body_len));
     assert_non_null(call->body);

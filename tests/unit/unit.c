@@ -1,4 +1,5 @@
 #include <apr_general.h>
+#include <apr_tables.h>
 
 #include "unit.h"
 
@@ -25,4 +26,16 @@ int aib_group_teardown(void **state)
     apr_pool_destroy(pool);
     apr_terminate();
     return 0;
+}
+
+apr_table_t *aib_table_copy_deep(const apr_table_t *t)
+{
+    const apr_array_header_t *arr = apr_table_elts(t);
+    const apr_table_entry_t *e = (const apr_table_entry_t *)arr->elts;
+    apr_table_t *out = apr_table_make(pool, arr->nelts + 1);
+    int i;
+
+    for (i = 0; i < arr->nelts; i++)
+        apr_table_add(out, e[i].key, e[i].val);
+    return out;
 }

@@ -8,6 +8,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 #include <apr_pools.h>
+#include <apr_tables.h>
 
 extern apr_pool_t *pool;
 
@@ -16,6 +17,10 @@ int aib_clear_pool(void **state);
 
 int aib_group_setup(void **state);
 int aib_group_teardown(void **state);
+
+/* A copy of `t` whose keys and values are copies too, in `pool`: what a
+ * fake transport records outlives the caller's pool. */
+apr_table_t *aib_table_copy_deep(const apr_table_t *t);
 
 #define AIB_RUN_TESTS(tests) cmocka_run_group_tests(tests, aib_group_setup, aib_group_teardown)
 
