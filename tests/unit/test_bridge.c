@@ -21,6 +21,7 @@
 #include <apr_tables.h>
 
 #include "bridge.h"
+#include "buffer.h"
 #include "config.h"
 #include "hint.h"
 #include "keypool.h"
@@ -153,8 +154,7 @@ typedef struct {
     int starts;
     int status;
     apr_table_t *headers;
-    char *body;
-    apr_size_t len, cap;
+    aib_buffer_t body;
     int writes;
     int flushed_writes;
     int writes_before_start;
@@ -192,17 +192,7 @@ static int sink_write(void *ctx, const char *data, apr_size_t len, int flush)
         s->flushed_writes++;
     if (s->refuse_write && s->writes >= s->refuse_write)
         return 1;
-    if (s->len + len + 1 > s->cap) {
-        apr_size_t cap = (s->len + len + 1) * 2;
-        char *b = apr_palloc(pool, cap);
-        if (s->len)
-            memcpy(b, s->body, s->len);
-        s->body = b;
-        s->cap = cap;
-    }
-    memcpy(s->body + s->len, data, len);
-    s->len += len;
-    s->body[s->len] = '\0';
+    aib_buffer_append(&s->body, pool, data, len);
     return 0;
 }
 
@@ -233,7 +223,7 @@ static const aib_sink_t sink = {
 
 static const char *body_of(void)
 {
-    return rec.body ? rec.body : "";
+    return rec.body.data ? rec.body.data : "";
 }
 
 /* Whether some log line of `level` contains `fragment`. */
@@ -1066,8 +1056,8 @@ static void test_large_failover_body(void **state)
     assert_key(kp, 0, AIB_KEY_COOLING, AIB_REASON_RATE_LIMITED, NOW + 2000);
     ASSERT_AVAILABLE(kp, 1);
     assert_int_equal(rec.status, 529);
-    assert_int_equal(rec.len, 64 * 1024);
-    assert_memory_equal(rec.body, head, strlen(head));
+    assert_int_equal(rec.body.len, 64 * 1024);
+    assert_memory_equal(rec.body.data, head, strlen(head));
     assert_int_equal(ic->outcome, AIB_OUTCOME_UPSTREAM_ERROR);
 }
 
@@ -1909,8 +1899,8 @@ static void test_first_event_larger_than_hold(void **state)
         assert_int_equal(rec.starts, 1);
         assert_int_equal(rec.status, 200);
         assert_int_equal(rec.writes_before_start, 0);
-        assert_int_equal(rec.len, strlen(expected));
-        assert_memory_equal(rec.body, expected, rec.len);
+        assert_int_equal(rec.body.len, strlen(expected));
+        assert_memory_equal(rec.body.data, expected, rec.body.len);
         assert_all_flushed();
         assert_int_equal(rec.fails, 0);
         assert_int_equal(ic->outcome, AIB_OUTCOME_OK);
