@@ -1,4 +1,6 @@
-/* Unit tests for src/bridge.c: one interception, driven end to end.
+/* Unit tests for src/bridge.c: one interception, driven end to end; and
+ * for src/agent_loop.c, which runs several around MCP tool calls (the MCP
+ * server's answers are steps of the same script).
  *
  * The upstream is a scripted fake transport (each call replays a status,
  * headers, body chunks and a final result, and records what it was asked),
@@ -20,6 +22,7 @@
 #include <apr_strings.h>
 #include <apr_tables.h>
 
+#include "agent_loop.h"
 #include "bridge.h"
 #include "buffer.h"
 #include "config.h"
@@ -43,7 +46,7 @@ static int64_t fake_now(void)
 /* ---- fake transport ---------------------------------------------------- */
 
 #define MAX_ITEMS 16
-#define MAX_CALLS 8
+#define MAX_CALLS 12
 
 typedef struct {
     int status;                        /* 0: no response at all */
@@ -101,7 +104,7 @@ static aib_xfer_result_e fake_perform(aib_transport_t *self, apr_pool_t *p,
     call->connect_timeout_ms = req->connect_timeout_ms;
 
     /* Waiting for the upstream. */
-    if (handler->on_tick(handler->ctx)) {
+    if (handler->on_tick && handler->on_tick(handler->ctx)) {
         call->stopped = 1;
         return AIB_XFER_STOPPED;
     }
@@ -123,7 +126,7 @@ static aib_xfer_result_e fake_perform(aib_transport_t *self, apr_pool_t *p,
             }
             call->chunks_delivered++;
             memset(data, '#', strlen(data));
-            if (handler->on_tick(handler->ctx)) {
+            if (handler->on_tick && handler->on_tick(handler->ctx)) {
                 call->stopped = 1;
                 return AIB_XFER_STOPPED;
             }
@@ -2348,10 +2351,265 @@ static void test_reject_anthropic(void **state)
     assert_string_equal(body_of(), anthropic_error("rate_limit_error", "wait"));
 }
 
+/* ---- the agentic loop (src/agent_loop.c) --------------------------------- */
+
+/* The MCP server's answers, in the order the client asks: initialize (id
+ * 1), notifications/initialized, tools/list (id 2), then tools/call (3...). */
+#define MCP_INIT \
+    { 200, { JSON_HEADERS, "Mcp-Session-Id", "s1", NULL }, \
+      { "{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"protocolVersion\":\"2025-06-18\"," \
+        "\"capabilities\":{\"tools\":{}},\"serverInfo\":{\"name\":\"t\",\"version\":\"1\"}}}", \
+        NULL }, AIB_XFER_OK, NULL }, \
+    { 202, { NULL }, { NULL }, AIB_XFER_OK, NULL }, \
+    { 200, { JSON_HEADERS, NULL }, \
+      { "{\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{\"tools\":[{\"name\":\"echo\"," \
+        "\"description\":\"Echoes\",\"inputSchema\":{\"type\":\"object\"}}]}}", NULL }, \
+      AIB_XFER_OK, NULL }
+#define MCP_ECHO(id) \
+    { 200, { JSON_HEADERS, NULL }, \
+      { "{\"jsonrpc\":\"2.0\",\"id\":" #id ",\"result\":{\"content\":[{\"type\":\"text\"," \
+        "\"text\":\"Echo: hi\"}]}}", NULL }, AIB_XFER_OK, NULL }
+#define CHAT_TOOL_CALL \
+    { 200, { JSON_HEADERS, NULL }, \
+      { "{\"id\":\"c1\",\"object\":\"chat.completion\",\"choices\":[{\"index\":0,\"message\":" \
+        "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"call_1\"," \
+        "\"type\":\"function\",\"function\":{\"name\":\"bmcp_tools_echo\",\"arguments\":" \
+        "\"{\\\"message\\\":\\\"hi\\\"}\"}}]},\"finish_reason\":\"tool_calls\"}]," \
+        "\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":4,\"total_tokens\":14}}", NULL }, \
+      AIB_XFER_OK, NULL }
+#define CHAT_ANSWER \
+    { 200, { JSON_HEADERS, NULL }, \
+      { "{\"id\":\"c2\",\"object\":\"chat.completion\",\"choices\":[{\"index\":0,\"message\":" \
+        "{\"role\":\"assistant\",\"content\":\"done\"},\"finish_reason\":\"stop\"}]," \
+        "\"usage\":{\"prompt_tokens\":20,\"completion_tokens\":5,\"total_tokens\":25}}", NULL }, \
+      AIB_XFER_OK, NULL }
+#define UPSTREAM_429(s) \
+    { 429, { JSON_HEADERS, "Retry-After", #s, NULL }, \
+      { "{\"error\":{\"message\":\"slow down\",\"type\":\"requests\",\"code\":\"rate_limit_exceeded\"}}", \
+        NULL }, AIB_XFER_OK, NULL }
+
+/* An agent offering the tools of MCP server "tools". */
+static aib_agent_t *agent(int max_iterations)
+{
+    aib_agent_t *a = apr_pcalloc(pool, sizeof(*a));
+    apr_array_header_t *sources = apr_array_make(pool, 1, sizeof(aib_agent_source_t));
+    aib_agent_source_t *src = apr_array_push(sources);
+    char *argv[] = { "tools", "http://mcp.test/mcp" };
+    aib_mcp_server_t *ms;
+
+    assert_null(aib_mcp_server_parse(pool, 2, argv, &ms));
+    src->name = "tools";
+    src->client = aib_mcp_client_create(pool, ms);
+    assert_non_null(src->client);
+    a->sources = sources;
+    a->transport = &transport.base;
+    a->max_iterations = max_iterations;
+    return a;
+}
+
+static int is_upstream(int call)
+{
+    return !strncmp(transport.calls[call].url, "https://api.openai.com", 22)
+           || !strncmp(transport.calls[call].url, "https://api.anthropic.com", 25);
+}
+
+/* The key of upstream call `call`. */
+static const char *upstream_key(int call)
+{
+    const char *auth = apr_table_get(transport.calls[call].headers, "Authorization");
+    const char *x = apr_table_get(transport.calls[call].headers, "x-api-key");
+
+    assert_true(is_upstream(call));
+    return auth ? auth + 7 : x;
+}
+
+static void test_loop_runs_a_tool_and_sums_usage(void **state)
+{
+    static const step_t steps[] = { MCP_INIT, CHAT_TOOL_CALL, MCP_ECHO(3), CHAT_ANSWER };
+    aib_keypool_t *kp = keypool("a", "b", NULL);
+    aib_interception_t *ic = interception(OPENAI(kp), CHAT, 0);
+    aib_agent_t *a = agent(10);
+    const aib_tool_run_t *run;
+
+    (void)state;
+    SCRIPT(steps);
+    aib_agent_run(ic, a);
+    assert_int_equal(rec.status, 200);
+    assert_non_null(strstr(body_of(), "\"content\":\"done\""));
+    /* Usage summed over both iterations, in the answer and the record. */
+    assert_non_null(strstr(body_of(), "\"prompt_tokens\":30"));
+    assert_non_null(strstr(body_of(), "\"completion_tokens\":9"));
+    assert_non_null(strstr(body_of(), "\"total_tokens\":39"));
+    ASSERT_I64(ic->usage.input, 30);
+    ASSERT_I64(ic->usage.output, 9);
+    assert_int_equal(transport.ncalls, 6);
+    assert_true(is_upstream(3) && is_upstream(5));
+    assert_string_equal(upstream_key(3), key_value("a"));
+    assert_string_equal(upstream_key(5), key_value("a"));
+    /* The tool went to the model in the first request, its result in the second. */
+    assert_non_null(strstr(transport.calls[3].body, "\"name\":\"bmcp_tools_echo\""));
+    assert_non_null(strstr(transport.calls[3].body, "\"parallel_tool_calls\":false"));
+    assert_non_null(strstr(transport.calls[5].body, "\"role\":\"tool\""));
+    assert_non_null(strstr(transport.calls[5].body, "\"content\":\"Echo: hi\""));
+    assert_int_equal(a->iterations, 2);
+    assert_int_equal(ic->attempts, 2);
+    assert_int_equal(ic->outcome, AIB_OUTCOME_OK);
+    assert_int_equal(a->tool_runs->nelts, 1);
+    run = &APR_ARRAY_IDX(a->tool_runs, 0, aib_tool_run_t);
+    assert_string_equal(run->server, "tools");
+    assert_string_equal(run->tool, "echo");
+    assert_int_equal(run->outcome, AIB_TOOL_OK);
+}
+
+static void test_loop_continuation_fails_over(void **state)
+{
+    static const step_t steps[] = { MCP_INIT, CHAT_TOOL_CALL, MCP_ECHO(3), UPSTREAM_429(30),
+                                    CHAT_ANSWER };
+    aib_keypool_t *kp = keypool("a", "b", NULL);
+    aib_interception_t *ic = interception(OPENAI(kp), CHAT, 0);
+    aib_agent_t *a = agent(10);
+
+    (void)state;
+    SCRIPT(steps);
+    aib_agent_run(ic, a);
+    assert_int_equal(rec.status, 200);
+    assert_non_null(strstr(body_of(), "\"content\":\"done\""));
+    assert_string_equal(upstream_key(3), key_value("a"));
+    assert_string_equal(upstream_key(5), key_value("a"));
+    assert_string_equal(upstream_key(6), key_value("b"));
+    assert_string_equal(transport.calls[5].body, transport.calls[6].body);
+    assert_int_equal(ic->attempts, 3);
+    assert_int_equal(ic->tried->nelts, 3);
+    assert_key(kp, 0, AIB_KEY_COOLING, AIB_REASON_RATE_LIMITED, NOW + 30000);
+}
+
+static void test_loop_pool_exhausted_in_a_continuation(void **state)
+{
+    static const step_t steps[] = { MCP_INIT, CHAT_TOOL_CALL, MCP_ECHO(3), UPSTREAM_429(30),
+                                    UPSTREAM_429(7) };
+    aib_keypool_t *kp = keypool("a", "b", NULL);
+    aib_interception_t *ic = interception(OPENAI(kp), CHAT, 0);
+
+    (void)state;
+    SCRIPT(steps);
+    aib_agent_run(ic, agent(10));
+    assert_int_equal(rec.status, 429);
+    assert_int_equal(rec.starts, 1);
+    assert_string_equal(header("Retry-After"), "7");
+    assert_non_null(strstr(body_of(), "rate-limited"));
+    assert_int_equal(ic->outcome, AIB_OUTCOME_EXHAUSTED);
+}
+
+static void test_loop_iteration_limit(void **state)
+{
+    static const step_t steps[] = { MCP_INIT, CHAT_TOOL_CALL };
+    aib_keypool_t *kp = keypool("a", NULL);
+    aib_interception_t *ic = interception(OPENAI(kp), CHAT, 0);
+
+    (void)state;
+    SCRIPT(steps);
+    aib_agent_run(ic, agent(1));
+    assert_int_equal(rec.status, 502);
+    assert_non_null(strstr(body_of(), "AIBridgeMaxToolIterations"));
+    assert_int_equal(transport.ncalls, 4);      /* no tool ran */
+    assert_int_equal(ic->outcome, AIB_OUTCOME_REJECTED);
+}
+
+#define MSG_EVENT(type, json) "event: " type "\ndata: " json "\n\n"
+#define MSG_START(id) MSG_EVENT("message_start", "{\"type\":\"message_start\",\"message\":{" \
+    "\"id\":\"" id "\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[]," \
+    "\"usage\":{\"input_tokens\":10,\"output_tokens\":1}}}")
+#define MSG_END(reason) \
+    MSG_EVENT("message_delta", "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"" \
+              reason "\"},\"usage\":{\"output_tokens\":3}}") \
+    MSG_EVENT("message_stop", "{\"type\":\"message_stop\"}")
+
+static void test_loop_stream_is_one_stream(void **state)
+{
+    static const step_t steps[] = {
+        MCP_INIT,
+        { 200, { SSE_HEADERS, NULL }, {
+            MSG_START("msg_1"),
+            MSG_EVENT("content_block_start", "{\"type\":\"content_block_start\",\"index\":0,"
+                      "\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_1\","
+                      "\"name\":\"bmcp_tools_echo\",\"input\":{}}}"),
+            MSG_EVENT("content_block_delta", "{\"type\":\"content_block_delta\",\"index\":0,"
+                      "\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":"
+                      "\"{\\\"message\\\":\\\"hi\\\"}\"}}"),
+            MSG_EVENT("content_block_stop", "{\"type\":\"content_block_stop\",\"index\":0}"),
+            MSG_END("tool_use"), NULL }, AIB_XFER_OK, NULL },
+        MCP_ECHO(3),
+        { 200, { SSE_HEADERS, NULL }, {
+            MSG_START("msg_2"),
+            MSG_EVENT("content_block_start", "{\"type\":\"content_block_start\",\"index\":0,"
+                      "\"content_block\":{\"type\":\"text\",\"text\":\"\"}}"),
+            MSG_EVENT("content_block_delta", "{\"type\":\"content_block_delta\",\"index\":0,"
+                      "\"delta\":{\"type\":\"text_delta\",\"text\":\"done\"}}"),
+            MSG_EVENT("content_block_stop", "{\"type\":\"content_block_stop\",\"index\":0}"),
+            MSG_END("end_turn"), NULL }, AIB_XFER_OK, NULL },
+    };
+    aib_keypool_t *kp = keypool("a", NULL);
+    aib_interception_t *ic = interception(ANTHROPIC(kp), MESSAGES, 1);
+    const char *out, *first;
+
+    (void)state;
+    SCRIPT(steps);
+    aib_agent_run(ic, agent(10));
+    out = body_of();
+    assert_int_equal(rec.status, 200);
+    assert_int_equal(rec.starts, 1);
+    first = strstr(out, "event: message_start");
+    assert_non_null(first);
+    assert_null(strstr(first + 1, "event: message_start"));
+    assert_null(strstr(out, "bmcp_"));
+    assert_non_null(strstr(out, "event: ping"));
+    assert_non_null(strstr(out, "\"text\":\"done\""));
+    first = strstr(out, "event: message_stop");
+    assert_non_null(first);
+    assert_null(strstr(first + 1, "event: message_stop"));
+    assert_non_null(strstr(transport.calls[5].body, "\"type\":\"tool_result\""));
+    assert_non_null(strstr(transport.calls[5].body, "Echo: hi"));
+}
+
+static void test_loop_stream_error_after_it_began(void **state)
+{
+    static const step_t steps[] = {
+        MCP_INIT,
+        { 200, { SSE_HEADERS, NULL }, {
+            MSG_START("msg_1"),
+            MSG_EVENT("content_block_start", "{\"type\":\"content_block_start\",\"index\":0,"
+                      "\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_1\","
+                      "\"name\":\"bmcp_tools_echo\",\"input\":{}}}"),
+            MSG_EVENT("content_block_stop", "{\"type\":\"content_block_stop\",\"index\":0}"),
+            MSG_END("tool_use"), NULL }, AIB_XFER_OK, NULL },
+        MCP_ECHO(3),
+        UPSTREAM_429(9),
+    };
+    aib_keypool_t *kp = keypool("a", NULL);
+    aib_interception_t *ic = interception(ANTHROPIC(kp), MESSAGES, 1);
+
+    (void)state;
+    SCRIPT(steps);
+    aib_agent_run(ic, agent(10));
+    assert_int_equal(rec.status, 200);
+    assert_int_equal(rec.starts, 1);
+    assert_non_null(strstr(body_of(), "event: error\ndata: "));
+    assert_non_null(strstr(body_of(), "rate_limit_error"));
+    assert_null(strstr(body_of(), "message_stop"));
+    assert_int_equal(ic->status, 200);
+    assert_int_equal(ic->outcome, AIB_OUTCOME_EXHAUSTED);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+        T(test_loop_runs_a_tool_and_sums_usage),
+        T(test_loop_continuation_fails_over),
+        T(test_loop_pool_exhausted_in_a_continuation),
+        T(test_loop_iteration_limit),
+        T(test_loop_stream_is_one_stream),
+        T(test_loop_stream_error_after_it_began),
         T(test_single_key_ok),
         T(test_stream_has_no_whole_call_timeout),
         T(test_failover_429_retry_after),
