@@ -596,6 +596,22 @@ def test_one_iteration(start, mock, mcp, route, stream):
         assert [s["index"] for s in starts] == [0]
 
 
+def test_a_long_tool_keeps_the_stream_alive(start, mock):
+    """A tool that runs for 11 s: the stream gets a keep-alive before it and one
+    10 s later, so that no proxy on the way takes the silence for a dead peer."""
+    httpd = start()
+    calls = calls_of(CHAT, (PREFIX + "trigger-long-running-operation",
+                            {"duration": 11, "steps": 1}))
+    mock.script("k0", turn(CHAT, True, calls))
+    reply = ask(httpd, CHAT, True)
+    assert reply.status == 200, reply.body
+    before_answer = reply.body[:reply.body.index(b"Hello")]
+    assert len(re.findall(rb"(?m)^: keep-alive\n\n", before_answer)) == 2, before_answer
+    [rec] = records(httpd, 1)
+    assert tool_runs(rec) == [("tools", "trigger-long-running-operation", "ok")]
+    assert rec["tool_calls"][0]["duration_ms"] >= 11000
+
+
 # 2. Two iterations
 
 @pytest.mark.sanitize
