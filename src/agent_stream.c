@@ -310,7 +310,10 @@ static int put_seq(aib_agent_stream_t *s, const char *event, json_object *root,
 
     if (seq) {
         if (!s->seq_started) {
-            s->next_seq = json_object_get_int64(seq);
+            int64_t first = json_object_get_int64(seq);
+            /* A start no real stream has (negative, beyond JSON's exact
+             * integers) would overflow as it counts on: 0 then. */
+            s->next_seq = first >= 0 && first < (INT64_C(1) << 53) ? first : 0;
             s->seq_started = 1;
         }
         changed |= set_int(root, "sequence_number", s->next_seq++, 0);
