@@ -19,7 +19,6 @@
 #include "agent.h"
 #include "request.h"
 
-#define TOOL_PREFIX "bmcp_"
 #define EMPTY_SCHEMA "{\"type\":\"object\",\"properties\":{}}"
 
 static int route_ok(aib_usage_kind_e kind)
@@ -198,7 +197,7 @@ const char *aib_agent_inject(apr_pool_t *p, aib_usage_kind_e kind,
             err = "an injected tool has no server or tool name";
             break;
         }
-        t.name = apr_pstrcat(p, TOOL_PREFIX, t.server, "_", t.tool, NULL);
+        t.name = apr_pstrcat(p, AIB_AGENT_TOOL_PREFIX, t.server, "_", t.tool, NULL);
         if (clashes(kind, client_tools, t.name) || aib_agent_tool_find(list, t.name))
             continue;
         entry = tool_entry(p, kind, &t, &err);
@@ -404,7 +403,7 @@ static int is_ours(const apr_array_header_t *injected, const apr_array_header_t 
     *tool = aib_agent_tool_find(injected, name);
     if (*tool)
         return 1;
-    if (!name || strncmp(name, TOOL_PREFIX, sizeof(TOOL_PREFIX) - 1))
+    if (!name || strncmp(name, AIB_AGENT_TOOL_PREFIX, sizeof(AIB_AGENT_TOOL_PREFIX) - 1))
         return 0;
     for (i = 0; client_tools && i < client_tools->nelts; i++)
         if (!strcmp(APR_ARRAY_IDX(client_tools, i, const char *), name))

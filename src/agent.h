@@ -47,6 +47,9 @@
 
 #include "usage.h"
 
+/* What the names of injected tools begin with: bmcp_<server>_<tool>. */
+#define AIB_AGENT_TOOL_PREFIX "bmcp_"
+
 /* An MCP tool offered to the model. */
 typedef struct {
     const char *server;        /* MCP server name */

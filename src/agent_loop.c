@@ -10,7 +10,6 @@
 #include "request.h"
 #include "sse.h"
 
-#define TOOL_PREFIX "bmcp_"
 /* Of an upstream error met after the client's stream began, this much is
  * read for the message of the error event. */
 #define ERROR_BODY_MAX 65536
@@ -542,8 +541,8 @@ static apr_array_header_t *stream_calls(loop_t *L, const aib_agent_turn_t *turn)
 
 static void run_streaming(loop_t *L, const char *body, apr_size_t len)
 {
-    aib_agent_stream_t *filter = aib_agent_stream_create(L->pool, L->kind, TOOL_PREFIX,
-                                                         L->client_tools,
+    aib_agent_stream_t *filter = aib_agent_stream_create(L->pool, L->kind,
+                                                         AIB_AGENT_TOOL_PREFIX, L->client_tools,
                                                          !L->ic->strip_usage, 0,
                                                          emit_to_client, L);
     for (;;) {
