@@ -612,6 +612,27 @@ def test_a_long_tool_keeps_the_stream_alive(start, mock):
     assert rec["tool_calls"][0]["duration_ms"] >= 11000
 
 
+def test_mcp_header_values_stay_secret(monkeypatch, httpd, mock, mcp):
+    """A header= value (here from env:) is never logged, even at trace8 (that it
+    is sent on every MCP request is checked in tests/unit/test_mcp.c)."""
+    secret = "mcp-SECRET-token-0123456789"
+    providers = [f"openai openai {mock.url} pool=main cooldown=60 mcp=tools"]
+    httpd.write_config(bridge_config(mock.url, providers=providers, extra="\n".join([
+        f"AIBridgeMCPServer tools {mcp.url} header=X-Mcp-Token:env:AIB_TEST_MCP_TOKEN",
+        f'AIBridgeUsageLog "{usage_path(httpd)}"', "LogLevel trace8"])))
+    monkeypatch.setenv("AIB_TEST_MCP_TOKEN", secret)   # for the stop too
+    httpd.start()
+    mock.script("k0", turn(CHAT, False, echo(CHAT, "quiet")))
+    reply = ask(httpd, CHAT, False)
+    assert reply.status == 200, reply.body
+    continuation(CHAT, mock.requests()[1]["body"], echo(CHAT, "quiet"), [("Echo: quiet", False)])
+    [rec] = records(httpd, 1)
+    texts = [httpd.read_log(), json.dumps(rec), reply.body.decode(),
+             json.dumps(mock.requests())]
+    for text in texts:
+        assert secret not in text and secret[4:-4] not in text
+
+
 # 2. Two iterations
 
 @pytest.mark.sanitize
