@@ -750,41 +750,52 @@ static apr_status_t socache_put(void *ctx, const unsigned char *id, unsigned id_
 #define AIB_SYNC_LEASE_MS 1000
 #define AIB_SYNC_TICK_MS 50
 
+static void sync_round(sync_t *sy, int64_t now, apr_pool_t *tmp)
+{
+    aib_fleet_round_t r;
+
+    aib_fleet_round(sy->fleet, &sy->cache, now, tmp, &r);
+    if (r.outage_begins)
+        ap_log_error(APLOG_MARK, APLOG_WARNING, r.error, sy->s,
+                     "AIBridgeSharedState: %s unreachable: this server goes on with its "
+                     "own key state and resynchronises when the cache returns",
+                     sy->sc->shared_state);
+    else if (r.recovered)
+        ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, sy->s, "AIBridgeSharedState: %s "
+                     "reachable again, key state resynchronised", sy->sc->shared_state);
+    if (r.written || r.taken)
+        ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, sy->s, "shared state: wrote %u and took "
+                     "over %u key records", r.written, r.taken);
+    apr_pool_clear(tmp);
+}
+
 static void *APR_THREAD_FUNC sync_thread(apr_thread_t *thread, void *data)
 {
     sync_t *sy = data;
     uint32_t me = (uint32_t)getpid();
-    int64_t last_round = 0;
+    int64_t last_round = 0, now;
     apr_pool_t *tmp;
 
     apr_pool_create(&tmp, apr_thread_pool_get(thread));
     while (!apr_atomic_read32(&sy->stop)) {
-        aib_fleet_round_t r;
-        int64_t now;
-
         apr_sleep(apr_time_from_msec(AIB_SYNC_TICK_MS));
         now = now_ms();
         if (now - last_round < sy->sc->sync_interval_ms
             || !aib_fleet_lease(fleet_shared, me, now, AIB_SYNC_LEASE_MS))
             continue;
         last_round = now;
-        aib_fleet_round(sy->fleet, &sy->cache, now, tmp, &r);
-        if (r.outage_begins)
-            ap_log_error(APLOG_MARK, APLOG_WARNING, r.error, sy->s,
-                         "AIBridgeSharedState: %s unreachable: this server goes on with its "
-                         "own key state and resynchronises when the cache returns",
-                         sy->sc->shared_state);
-        else if (r.recovered)
-            ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, sy->s, "AIBridgeSharedState: %s "
-                         "reachable again, key state resynchronised", sy->sc->shared_state);
-        if (r.written || r.taken)
-            ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, sy->s, "shared state: wrote %u and took "
-                         "over %u key records", r.written, r.taken);
-        apr_pool_clear(tmp);
+        sync_round(sy, now, tmp);
     }
-    /* Hand the lease on at once rather than when it runs out. */
-    if (AIB_LOAD(&fleet_shared->owner) == me)
+    /* Marks not written yet get a last round before the process goes, even
+     * when no other process is left to write them (a child that ends after
+     * MaxConnectionsPerChild); a cache known to be down is not waited for.
+     * Then the lease is handed on at once rather than when it runs out. */
+    now = now_ms();
+    if (aib_fleet_lease(fleet_shared, me, now, AIB_SYNC_LEASE_MS)) {
+        if (aib_fleet_pending(sy->fleet) && AIB_LOAD(&fleet_shared->connected))
+            sync_round(sy, now, tmp);
         AIB_STORE(&fleet_shared->lease_until_ms, 0);
+    }
     apr_thread_exit(thread, APR_SUCCESS);
     return NULL;
 }

@@ -384,6 +384,21 @@ void aib_fleet_round(aib_fleet_t *f, const aib_fleet_cache_t *cache, int64_t now
     AIB_ADD(&sh->rounds_ok, 1);
 }
 
+int aib_fleet_pending(const aib_fleet_t *f)
+{
+    int p, i;
+
+    for (p = 0; p < f->pools->nelts; p++) {
+        const aib_keypool_t *kp = APR_ARRAY_IDX(f->pools, p, const aib_keypool_t *);
+        for (i = 0; i < kp->keys->nelts; i++) {
+            const aib_slot_t *slot = aib_key_slot(kp, i);
+            if (slot && AIB_LOAD(&slot->version) != AIB_LOAD(&slot->fleet_version))
+                return 1;
+        }
+    }
+    return 0;
+}
+
 void aib_fleet_snapshot(const aib_fleet_shared_t *shared, aib_fleet_shared_t *out)
 {
     out->owner = AIB_LOAD(&shared->owner);

@@ -80,6 +80,10 @@ typedef struct {
 void aib_fleet_round(aib_fleet_t *fleet, const aib_fleet_cache_t *cache, int64_t now_ms,
                      apr_pool_t *tmp, aib_fleet_round_t *out);
 
+/* Whether some key changed here since the fleet last saw it (a round would
+ * write it). */
+int aib_fleet_pending(const aib_fleet_t *fleet);
+
 /* A consistent-enough copy of the shared sync state, for display. */
 void aib_fleet_snapshot(const aib_fleet_shared_t *shared, aib_fleet_shared_t *out);
 

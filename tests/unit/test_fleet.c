@@ -186,6 +186,19 @@ static void clear_on_one_server_frees_the_key_everywhere(void **state)
     assert_int_equal(state_at(&a, 1, NOW + 30 * 60000, NULL), AIB_KEY_AVAILABLE);
 }
 
+static void pending_says_whether_a_round_would_write(void **state)
+{
+    (void)state;
+    assert_false(aib_fleet_pending(a.fleet));
+    aib_key_cooldown(a.kp, 2, NOW + 30000, AIB_REASON_RATE_LIMITED);
+    assert_true(aib_fleet_pending(a.fleet));
+    round_at(&a, NOW);
+    assert_false(aib_fleet_pending(a.fleet));
+    /* Taken over from another server: nothing to write back. */
+    round_at(&b, NOW + 100);
+    assert_false(aib_fleet_pending(b.fleet));
+}
+
 static void short_cooldowns_stay_local(void **state)
 {
     (void)state;
@@ -420,6 +433,7 @@ int main(void)
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, aib_clear_pool)
         T(cooldown_reaches_the_other_server),
         T(clear_on_one_server_frees_the_key_everywhere),
+        T(pending_says_whether_a_round_would_write),
         T(short_cooldowns_stay_local),
         T(idle_rounds_read_one_stamp_per_pool),
         T(disabled_records_are_held_and_renewed),
