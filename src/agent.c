@@ -725,19 +725,14 @@ done:
 /* ------------------------------------------------------------------ */
 /* Usage                                                               */
 
-static int64_t sat_add(int64_t a, int64_t b)
-{
-    return b > INT64_MAX - a ? INT64_MAX : a + b;
-}
-
 void aib_agent_usage_add(aib_usage_t *sum, const aib_usage_t *u)
 {
     sum->seen |= u->seen;
-    sum->input = sat_add(sum->input, u->input);
-    sum->output = sat_add(sum->output, u->output);
-    sum->cache_read = sat_add(sum->cache_read, u->cache_read);
-    sum->cache_write = sat_add(sum->cache_write, u->cache_write);
-    sum->reasoning = sat_add(sum->reasoning, u->reasoning);
+    sum->input = aib_count_add(sum->input, u->input);
+    sum->output = aib_count_add(sum->output, u->output);
+    sum->cache_read = aib_count_add(sum->cache_read, u->cache_read);
+    sum->cache_write = aib_count_add(sum->cache_write, u->cache_write);
+    sum->reasoning = aib_count_add(sum->reasoning, u->reasoning);
 }
 
 static void set_count(json_object *obj, const char *key, int64_t n)
@@ -799,14 +794,14 @@ const char *aib_agent_usage_rewrite(apr_pool_t *p, aib_usage_kind_e kind,
     case AIB_USAGE_CHAT:
         set_count(usage, "prompt_tokens", sum.input);
         set_count(usage, "completion_tokens", sum.output);
-        set_count(usage, "total_tokens", sat_add(sum.input, sum.output));
+        set_count(usage, "total_tokens", aib_count_add(sum.input, sum.output));
         set_detail(usage, "prompt_tokens_details", "cached_tokens", sum.cache_read);
         set_detail(usage, "completion_tokens_details", "reasoning_tokens", sum.reasoning);
         break;
     case AIB_USAGE_RESPONSES:
         set_count(usage, "input_tokens", sum.input);
         set_count(usage, "output_tokens", sum.output);
-        set_count(usage, "total_tokens", sat_add(sum.input, sum.output));
+        set_count(usage, "total_tokens", aib_count_add(sum.input, sum.output));
         set_detail(usage, "input_tokens_details", "cached_tokens", sum.cache_read);
         set_detail(usage, "output_tokens_details", "reasoning_tokens", sum.reasoning);
         break;

@@ -7,6 +7,7 @@
 #include "agent_loop.h"
 #include "agent_stream.h"
 #include "buffer.h"
+#include "headers.h"
 #include "request.h"
 #include "sse.h"
 
@@ -368,20 +369,13 @@ typedef struct {
     int broken;
 } relay_t;
 
-static int is_event_stream(const apr_table_t *headers)
-{
-    const char *type = apr_table_get(headers, "Content-Type");
-
-    return type && !strncasecmp(type, "text/event-stream", 17);
-}
-
 static void relay_start(void *ctx, int status, const apr_table_t *headers)
 {
     relay_t *r = ctx;
     loop_t *L = r->L;
 
     r->status = status;
-    if (status < 300 && is_event_stream(headers)) {
+    if (status < 300 && aib_is_event_stream(headers)) {
         r->mode = RELAY_STREAM;
         r->parser = aib_sse_parser_create(L->pool, AIB_AGENT_HELD_MAX, aib_agent_stream_event,
                                           r->filter);

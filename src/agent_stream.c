@@ -246,13 +246,6 @@ static const char *error_message(json_object *root)
     return m ? m : "the upstream reported an error";
 }
 
-/* Counts are in [0, INT64_MAX] (usage.c): a hostile upstream's huge ones
- * saturate rather than overflow. */
-static int64_t plus(int64_t a, int64_t b)
-{
-    return b > INT64_MAX - a ? INT64_MAX : a + b;
-}
-
 /* The usage to report so far: the ended iterations and, while one runs,
  * the current one. */
 static void sum_usage(const aib_agent_stream_t *s, aib_usage_t *u)
@@ -335,7 +328,7 @@ static int chat_usage(const aib_agent_stream_t *s, json_object *root)
     sum_usage(s, &u);
     changed |= set_int(usage, "prompt_tokens", u.input, 0);
     changed |= set_int(usage, "completion_tokens", u.output, 0);
-    changed |= set_int(usage, "total_tokens", plus(u.input, u.output), 0);
+    changed |= set_int(usage, "total_tokens", aib_count_add(u.input, u.output), 0);
     changed |= set_int(member(usage, "prompt_tokens_details", json_type_object),
                        "cached_tokens", u.cache_read, 0);
     changed |= set_int(member(usage, "completion_tokens_details", json_type_object),
@@ -407,7 +400,7 @@ static int responses_end(const aib_agent_stream_t *s, json_object *root)
         sum_usage(s, &u);
         changed |= set_int(usage, "input_tokens", u.input, 0);
         changed |= set_int(usage, "output_tokens", u.output, 0);
-        changed |= set_int(usage, "total_tokens", plus(u.input, u.output), 0);
+        changed |= set_int(usage, "total_tokens", aib_count_add(u.input, u.output), 0);
         changed |= set_int(member(usage, "input_tokens_details", json_type_object),
                            "cached_tokens", u.cache_read, 0);
         changed |= set_int(member(usage, "output_tokens_details", json_type_object),

@@ -86,12 +86,6 @@ void aib_bridge_reject(aib_interception_t *ic, aib_error_kind_e kind,
     ic->sink->write(ic->sink->ctx, body, strlen(body), 0);
 }
 
-static int is_event_stream(const apr_table_t *headers)
-{
-    const char *ct = apr_table_get(headers, "Content-Type");
-    return ct && !strncasecmp(ct, "text/event-stream", 17);
-}
-
 static void commit(attempt_t *a);
 static int relay(attempt_t *a, const char *data, apr_size_t len);
 
@@ -165,7 +159,7 @@ static int on_response(void *ctx, int status, apr_table_t *headers)
 
     a->status = status;
     a->headers = headers;
-    a->event_stream = is_event_stream(headers);
+    a->event_stream = aib_is_event_stream(headers);
     if (a->event_stream)
         a->sse = aib_sse_parser_create(a->pool, AIB_SSE_EVENT_MAX, on_event, a);
     if (!ic->client_key && aib_provider_fails_over(ic->provider, status)) {

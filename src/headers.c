@@ -74,3 +74,10 @@ apr_table_t *aib_client_response_headers(apr_pool_t *p, const apr_table_t *upstr
 {
     return filtered(p, upstream, response_drop, 0);
 }
+
+int aib_is_event_stream(const apr_table_t *headers)
+{
+    const char *type = apr_table_get(headers, "Content-Type");
+
+    return type && !strncasecmp(type, "text/event-stream", 17);
+}

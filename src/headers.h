@@ -15,4 +15,7 @@ apr_table_t *aib_upstream_request_headers(apr_pool_t *p, const apr_table_t *clie
  * headers, Content-Length (httpd frames the body itself) and Set-Cookie. */
 apr_table_t *aib_client_response_headers(apr_pool_t *p, const apr_table_t *upstream);
 
+/* Whether `headers` say the body is an SSE stream (Content-Type). */
+int aib_is_event_stream(const apr_table_t *headers);
+
 #endif

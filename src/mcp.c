@@ -22,6 +22,7 @@
 
 #include "buffer.h"
 #include "config.h"
+#include "headers.h"
 #include "hint.h"
 #include "mcp.h"
 #include "provider.h"
@@ -294,11 +295,10 @@ static int on_event(void *ctx, const char *event, const char *data, apr_size_t l
 static int on_response(void *ctx, int status, apr_table_t *headers)
 {
     answer_t *a = ctx;
-    const char *type = apr_table_get(headers, "Content-Type");
 
     a->status = status;
     a->session_id = apr_table_get(headers, "Mcp-Session-Id");
-    if (type && !strncasecmp(type, "text/event-stream", 17))
+    if (aib_is_event_stream(headers))
         a->sse = aib_sse_parser_create(a->p, a->server->max_answer, on_event, a);
     return 0;
 }

@@ -51,6 +51,11 @@ aib_usage_kind_e aib_usage_kind(const char *route_name)
     return AIB_USAGE_NONE;
 }
 
+int64_t aib_count_add(int64_t a, int64_t b)
+{
+    return b > INT64_MAX - a ? INT64_MAX : a + b;
+}
+
 void aib_usage_init(aib_usage_t *u, apr_pool_t *pool)
 {
     memset(u, 0, sizeof(*u));

@@ -32,6 +32,10 @@ aib_usage_kind_e aib_usage_kind(const char *route_name);
 
 void aib_usage_init(aib_usage_t *u, apr_pool_t *pool);
 
+/* a + b for token counts (both in [0, INT64_MAX]): a hostile upstream's
+ * huge ones saturate rather than overflow. */
+int64_t aib_count_add(int64_t a, int64_t b);
+
 /* A blocking JSON response, fed in pieces as it is relayed. Bodies larger
  * than max_bytes, and bodies that are not one strict JSON object (RFC 8259:
  * no comments, NaN or single quotes; whitespace around it), are not read
