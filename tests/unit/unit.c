@@ -1,3 +1,4 @@
+#include <stdlib.h>
 #include <apr_general.h>
 #include <apr_tables.h>
 
@@ -38,4 +39,12 @@ apr_table_t *aib_table_copy_deep(const apr_table_t *t)
     for (i = 0; i < arr->nelts; i++)
         apr_table_add(out, e[i].key, e[i].val);
     return out;
+}
+
+void aib_unit_filter(void)
+{
+    const char *pattern = getenv("AIB_UNIT_CASE");
+
+    if (pattern && *pattern)
+        cmocka_set_test_filter(pattern);
 }

@@ -22,6 +22,11 @@ int aib_group_teardown(void **state);
  * fake transport records outlives the caller's pool. */
 apr_table_t *aib_table_copy_deep(const apr_table_t *t);
 
-#define AIB_RUN_TESTS(tests) cmocka_run_group_tests(tests, aib_group_setup, aib_group_teardown)
+/* Runs only the cases whose names match AIB_UNIT_CASE (a cmocka pattern:
+ * * and ? wildcards) when it is set: `./dev unit <file> <case>`. */
+void aib_unit_filter(void);
+
+#define AIB_RUN_TESTS(tests) \
+    (aib_unit_filter(), cmocka_run_group_tests(tests, aib_group_setup, aib_group_teardown))
 
 #endif
