@@ -77,7 +77,7 @@ void aib_glue_sync_start(apr_pool_t *pchild, server_rec *s);
 
 /* ---- mod_aibridge_log.c: request variables and the usage log ---- */
 
-/* Serialises usage-log lines too long for one atomic pipe write. */
+/* The usage-log mutex, by the name the Mutex directive knows it. */
 #define AIB_GLUE_USAGE_MUTEX "aibridge-usage"
 int aib_glue_open_logs(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s);
 apr_status_t aib_glue_usage_mutex_create(apr_pool_t *pconf, server_rec *s);

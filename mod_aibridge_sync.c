@@ -9,6 +9,7 @@
 #include "util.h"
 
 #include "mod_aibridge.h"
+
 /* One per child: the thread and what it works with. */
 typedef struct {
     server_rec *s;
