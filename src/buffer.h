@@ -14,4 +14,12 @@ typedef struct {
 /* Appends n bytes; the buffer doubles in `pool` when it must grow. */
 void aib_buffer_append(aib_buffer_t *b, apr_pool_t *pool, const char *data, apr_size_t n);
 
+/* Appends a NUL-terminated string. */
+void aib_buffer_puts(aib_buffer_t *b, apr_pool_t *pool, const char *s);
+
+/* Appends formatted text (the C library's printf formats, PRIu64 and the
+ * like included, not APR's). */
+__attribute__((format(printf, 3, 4)))
+void aib_buffer_printf(aib_buffer_t *b, apr_pool_t *pool, const char *fmt, ...);
+
 #endif

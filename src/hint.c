@@ -27,7 +27,7 @@ const char *aib_arg_hint(apr_pool_t *pool, const char *arg)
     return aib_key_hint(pool, arg);
 }
 
-uint64_t aib_key_fingerprint(const char *pool_name, const char *key)
+uint64_t aib_fingerprint(const char *scope, const char *name)
 {
     apr_sha1_ctx_t ctx;
     unsigned char digest[APR_SHA1_DIGESTSIZE];
@@ -36,10 +36,15 @@ uint64_t aib_key_fingerprint(const char *pool_name, const char *key)
 
     apr_sha1_init(&ctx);
     /* The NUL separates the two parts so ("ab","c") and ("a","bc") differ. */
-    apr_sha1_update_binary(&ctx, (const unsigned char *)pool_name, strlen(pool_name) + 1);
-    apr_sha1_update_binary(&ctx, (const unsigned char *)key, strlen(key));
+    apr_sha1_update_binary(&ctx, (const unsigned char *)scope, strlen(scope) + 1);
+    apr_sha1_update_binary(&ctx, (const unsigned char *)name, strlen(name));
     apr_sha1_final(digest, &ctx);
     for (i = 0; i < 8; i++)
         fp = (fp << 8) | digest[i];
     return fp ? fp : 1;
+}
+
+uint64_t aib_key_fingerprint(const char *pool_name, const char *key)
+{
+    return aib_fingerprint(pool_name, key);
 }

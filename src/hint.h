@@ -16,8 +16,12 @@ const char *aib_key_hint(apr_pool_t *pool, const char *key);
  * it may be a key written in the wrong place. */
 const char *aib_arg_hint(apr_pool_t *pool, const char *arg);
 
-/* Stable 64-bit fingerprint of a key within a pool (SHA-1 of pool name and
- * key, truncated). Never 0, so 0 can mean "free slot". */
+/* Stable 64-bit fingerprint of `name` within `scope` (SHA-1 of both,
+ * truncated): ("ab", "c") and ("a", "bc") differ. Never 0, so 0 can mean
+ * "free slot". */
+uint64_t aib_fingerprint(const char *scope, const char *name);
+
+/* A key's within its pool. */
 uint64_t aib_key_fingerprint(const char *pool_name, const char *key);
 
 #endif

@@ -244,42 +244,42 @@ static void drop_walk_hint(const aib_keypool_t *kp)
         AIB_STORE(kp->walk_hint, 0);
 }
 
-void aib_key_enable(const aib_keypool_t *kp, int i)
+/* Which deadlines clear_deadlines ends. */
+enum { CLEAR_DISABLED = 1, CLEAR_COOLDOWN = 2 };
+
+/* Ends the deadlines `which` names: a local change (the fleet sync writes
+ * it out), and this process's walks see the key at once. */
+static void clear_deadlines(const aib_keypool_t *kp, int i, int which)
 {
     aib_slot_t *slot = aib_key_slot(kp, i);
 
     if (!slot)
         return;
-    AIB_STORE(&slot->disabled_until_ms, 0);
-    AIB_STORE(&slot->cooldown_until_ms, 0);
-    AIB_STORE(&slot->disabled_reason, AIB_REASON_NONE);
-    AIB_STORE(&slot->cooldown_reason, AIB_REASON_NONE);
+    if (which & CLEAR_DISABLED) {
+        AIB_STORE(&slot->disabled_until_ms, 0);
+        AIB_STORE(&slot->disabled_reason, AIB_REASON_NONE);
+    }
+    if (which & CLEAR_COOLDOWN) {
+        AIB_STORE(&slot->cooldown_until_ms, 0);
+        AIB_STORE(&slot->cooldown_reason, AIB_REASON_NONE);
+    }
     AIB_ADD(&slot->version, 1);
     drop_walk_hint(kp);
+}
+
+void aib_key_enable(const aib_keypool_t *kp, int i)
+{
+    clear_deadlines(kp, i, CLEAR_DISABLED | CLEAR_COOLDOWN);
 }
 
 void aib_key_clear_disabled(const aib_keypool_t *kp, int i)
 {
-    aib_slot_t *slot = aib_key_slot(kp, i);
-
-    if (!slot)
-        return;
-    AIB_STORE(&slot->disabled_until_ms, 0);
-    AIB_STORE(&slot->disabled_reason, AIB_REASON_NONE);
-    AIB_ADD(&slot->version, 1);
-    drop_walk_hint(kp);
+    clear_deadlines(kp, i, CLEAR_DISABLED);
 }
 
 void aib_key_clear_cooldown(const aib_keypool_t *kp, int i)
 {
-    aib_slot_t *slot = aib_key_slot(kp, i);
-
-    if (!slot)
-        return;
-    AIB_STORE(&slot->cooldown_until_ms, 0);
-    AIB_STORE(&slot->cooldown_reason, AIB_REASON_NONE);
-    AIB_ADD(&slot->version, 1);
-    drop_walk_hint(kp);
+    clear_deadlines(kp, i, CLEAR_COOLDOWN);
 }
 
 void aib_key_apply(const aib_keypool_t *kp, int i, int64_t cooldown_seen,

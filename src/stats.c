@@ -1,8 +1,8 @@
 #include <string.h>
 #include <apr_hash.h>
-#include <apr_sha1.h>
 #include <apr_strings.h>
 
+#include "hint.h"
 #include "stats.h"
 
 #define LOAD(p)      __atomic_load_n((p), __ATOMIC_RELAXED)
@@ -28,18 +28,7 @@ int aib_stat_route(const char *route_name)
 
 uint64_t aib_provider_fingerprint(const char *server, const char *provider)
 {
-    apr_sha1_ctx_t ctx;
-    unsigned char digest[APR_SHA1_DIGESTSIZE];
-    uint64_t fp = 0;
-    int i;
-
-    apr_sha1_init(&ctx);
-    apr_sha1_update_binary(&ctx, (const unsigned char *)server, strlen(server) + 1);
-    apr_sha1_update_binary(&ctx, (const unsigned char *)provider, strlen(provider));
-    apr_sha1_final(digest, &ctx);
-    for (i = 0; i < 8; i++)
-        fp = (fp << 8) | digest[i];
-    return fp ? fp : 1;
+    return aib_fingerprint(server, provider);
 }
 
 void aib_statstore_assign(aib_statstore_t *to, const aib_statstore_t *from,
