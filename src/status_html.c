@@ -6,6 +6,7 @@
 
 #include "buffer.h"
 #include "status_view.h"
+#include "util.h"
 
 #define H(s) aib_html_escape(p, (s))
 
@@ -156,7 +157,7 @@ const char *aib_status_html(apr_pool_t *p, const apr_array_header_t *servers,
                       "<title>mod_aibridge status</title>\n<style>%s</style>\n</head>\n<body>\n"
                       "<h1>mod_aibridge status</h1>\n<p>As of <span class=\"generated\">%s</span>. "
                       "The numbers are in shared memory: every httpd child process shows the "
-                      "same.</p>\n", page_style, H(aib_status_iso_time(p, now_ms)));
+                      "same.</p>\n", page_style, H(aib_time_rfc3339(p, now_ms)));
     if (fleet)
         html_fleet(&b, p, fleet, now_ms);
     for (i = 0; servers && i < servers->nelts; i++) {

@@ -4,10 +4,10 @@
 #include <string.h>
 #include <apr_hash.h>
 #include <apr_strings.h>
-#include <apr_time.h>
 #include <json.h>
 
 #include "status_view.h"
+#include "util.h"
 
 const char *const aib_status_exhaustion_names[AIB_STAT_EXHAUSTIONS] = {
     "rate_limited", "auth_failed"
@@ -72,17 +72,6 @@ uint64_t aib_status_outcome_total(const aib_provider_stats_t *st, int outcome)
     return n;
 }
 
-const char *aib_status_iso_time(apr_pool_t *p, int64_t ms)
-{
-    apr_time_exp_t t;
-
-    if (apr_time_exp_gmt(&t, apr_time_from_msec(ms)) != APR_SUCCESS)
-        return "?";
-    return apr_psprintf(p, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", t.tm_year + 1900,
-                        t.tm_mon + 1, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec,
-                        t.tm_usec / 1000);
-}
-
 const char *aib_status_duration(apr_pool_t *p, int64_t ms)
 {
     int64_t s = ms > 0 ? (ms + 999) / 1000 : 0;
@@ -101,7 +90,7 @@ const char *aib_status_when(apr_pool_t *p, int64_t ms, int64_t now_ms)
     if (!ms)
         return "never";
     /* Rounded down: what just happened is "0s ago". */
-    return apr_psprintf(p, "%s (%s ago)", aib_status_iso_time(p, ms),
+    return apr_psprintf(p, "%s (%s ago)", aib_time_rfc3339(p, ms),
                         aib_status_duration(p, now_ms > ms + 999 ? (now_ms - ms) / 1000 * 1000
                                                                  : 0));
 }
@@ -115,7 +104,7 @@ static json_object *json_count(uint64_t n)
 
 static json_object *json_time(apr_pool_t *p, int64_t ms)
 {
-    return ms ? json_object_new_string(aib_status_iso_time(p, ms)) : NULL;
+    return ms ? json_object_new_string(aib_time_rfc3339(p, ms)) : NULL;
 }
 
 /* A time in Unix ms, null when it never happened. */
@@ -215,7 +204,7 @@ const char *aib_status_json(apr_pool_t *p, const apr_array_header_t *servers,
     int i, j;
 
     json_object_object_add(root, "generated",
-                           json_object_new_string(aib_status_iso_time(p, now_ms)));
+                           json_object_new_string(aib_time_rfc3339(p, now_ms)));
     json_object_object_add(root, "generated_ms", json_object_new_int64(now_ms));
     /* Servers in the order given, also those without a provider. */
     for (i = 0; servers && i < servers->nelts; i++) {

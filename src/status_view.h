@@ -44,8 +44,6 @@ void aib_status_key_view(const aib_provider_t *pv, int i, int64_t now_ms, aib_st
 /* Interceptions that ended with `outcome`, over every route and credential. */
 uint64_t aib_status_outcome_total(const aib_provider_stats_t *st, int outcome);
 
-/* Unix ms as "2026-01-02T03:04:05.678Z". */
-const char *aib_status_iso_time(apr_pool_t *p, int64_t ms);
 /* "45s", "2m 05s", "3h 07m", "2d 04h": rounded up to the second. */
 const char *aib_status_duration(apr_pool_t *p, int64_t ms);
 /* "never", or the time and how long ago. */
