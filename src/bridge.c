@@ -306,20 +306,18 @@ static attempt_result_e take_failover(attempt_t *a, int i, aib_fault_e fault, co
                                  : "until re-enabled");
     }
     else {
-        aib_cooldown_source_e source = AIB_COOLDOWN_DEFAULT;
-        static const char *const sources[] = {
-            "cooldown=", "retry-after-ms", "Retry-After", "x-ratelimit-reset", "anthropic-ratelimit-reset"
-        };
+        const char *source = NULL;
         int64_t ms = fault == AIB_FAULT_QUOTA
                      ? pv->max_cooldown_ms
-                     : aib_cooldown_ms(a->headers, now, pv->cooldown_ms, pv->max_cooldown_ms, &source);
+                     : aib_cooldown_ms(a->headers, aib_provider_reset_headers(a->pool), now,
+                                       pv->cooldown_ms, pv->max_cooldown_ms, &source);
         aib_reason_e reason = fault == AIB_FAULT_QUOTA ? AIB_REASON_QUOTA : AIB_REASON_RATE_LIMITED;
         aib_key_cooldown(pv->pool, i, now + ms, reason);
         aib_stats_transition(pv->stats, reason);
         logf_(ic, AIB_LOG_INFO, "provider '%s': %s %s%s: cooling down for %.3f s (%s), "
               "trying the next key", pv->name, describe_key(ic, i), what,
               fault == AIB_FAULT_QUOTA ? " (insufficient_quota)" : "", ms / 1000.0,
-              fault == AIB_FAULT_QUOTA ? "max-cooldown=" : sources[source]);
+              fault == AIB_FAULT_QUOTA ? "max-cooldown=" : source ? source : "cooldown=");
     }
     return ATTEMPT_NEXT;
 }

@@ -9,6 +9,7 @@
 #include <apr_tables.h>
 
 #include "keypool.h"
+#include "ratelimit.h"
 
 typedef enum {
     AIB_ROUTE_NONE = 0,      /* not served: 404 */
@@ -65,6 +66,8 @@ typedef struct aib_provider_ops {
     /* Whether a failover status (429/401/403...) with this body is the
      * key's fault, and how. */
     aib_fault_e (*classify)(int status, const char *body, apr_size_t len);
+    /* The rate-limit reset headers the provider sends, NULL: none of its own. */
+    const aib_reset_headers_t *reset_headers;
     /* Whether an SSE event ends the stream (the last event of a complete
      * answer, or an error the upstream reported itself). */
     int (*stream_complete)(const char *event, const char *data);
@@ -78,6 +81,14 @@ extern const aib_provider_ops_t aib_provider_anthropic;
 
 /* The ops for a type name ("openai", "anthropic"), or NULL. */
 const aib_provider_ops_t *aib_provider_ops_find(const char *type);
+
+/* The known type names, "openai, anthropic", for messages. */
+const char *aib_provider_types(apr_pool_t *p);
+
+/* Every provider's reset headers, NULL-terminated, in the order of the
+ * providers' table: read whatever the provider type, as an upstream behind
+ * a gateway may send another provider's. */
+const aib_reset_headers_t *const *aib_provider_reset_headers(apr_pool_t *p);
 
 /* HTTP status of an error kind. */
 int aib_error_status(aib_error_kind_e kind);
