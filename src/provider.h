@@ -1,6 +1,8 @@
 /* What differs between providers: routes, how a key is sent, error shapes,
- * stream error events, which failures are a key's fault. The bridge knows
- * providers only through this table, so a new provider is one new file. */
+ * stream error events, which failures are a key's fault, rate-limit
+ * headers, and the hooks of a provider that needs more (a request rewrite,
+ * a signature, a stream framing of its own). The bridge knows providers
+ * only through this table, so a new provider is one new file. */
 #ifndef AIB_PROVIDER_H
 #define AIB_PROVIDER_H
 
@@ -10,6 +12,7 @@
 
 #include "keypool.h"
 #include "ratelimit.h"
+#include "sse.h"
 
 typedef enum {
     AIB_ROUTE_NONE = 0,      /* not served: 404 */
@@ -45,6 +48,17 @@ typedef enum {
     AIB_FAULT_FORBIDDEN
 } aib_fault_e;
 
+struct aib_interception;   /* bridge.h */
+
+/* The request as it goes upstream, which a provider's hooks may change. */
+typedef struct {
+    const char *method;
+    const char *url;
+    apr_table_t *headers;
+    const char *body;
+    apr_size_t body_len;
+} aib_outgoing_t;
+
 typedef struct aib_provider_ops {
     const char *type;
     const char *default_base_url;
@@ -74,6 +88,20 @@ typedef struct aib_provider_ops {
     /* Whether the first event of a 2xx stream is really a key's failure
      * (an error event saying rate limit, bad key...): AIB_FAULT_NONE if not. */
     aib_fault_e (*stream_fault)(const char *event, const char *data, apr_size_t len);
+
+    /* Hooks, NULL when the provider needs none. */
+    /* Rewrites the request for the upstream (URL path and query, headers,
+     * body) from what the interception knows (route, model, stream), once
+     * before its first attempt, in the interception's pool. Returns NULL,
+     * or why the request cannot go: the client gets a 400 with it. */
+    const char *(*prepare)(const struct aib_interception *ic, aib_outgoing_t *req);
+    /* Each attempt, once `key` and the defaults are set: adds headers
+     * computed over the final method, URL, headers and body (a signature),
+     * allocated from `p`. */
+    void (*sign)(const struct aib_interception *ic, apr_pool_t *p, const char *key,
+                 const aib_outgoing_t *req);
+    /* How the upstream frames its streams, when not as SSE (NULL). */
+    const aib_stream_framing_t *stream_framing;
 } aib_provider_ops_t;
 
 extern const aib_provider_ops_t aib_provider_openai;
