@@ -21,6 +21,16 @@ const aib_provider_ops_t *aib_provider_ops_find(const char *type)
     return NULL;
 }
 
+int aib_provider_bridges(const aib_provider_ops_t *ops, const char *route_name)
+{
+    const char *const *name;
+
+    for (name = ops->bridged_routes; *name; name++)
+        if (!strcmp(*name, route_name))
+            return 1;
+    return 0;
+}
+
 const char *aib_provider_types(apr_pool_t *p)
 {
     const char *types = providers[0]->type;

@@ -64,6 +64,8 @@ typedef struct aib_provider_ops {
     const char *default_base_url;
     /* Route for a path below the provider (query excluded). */
     void (*route)(const char *method, const char *path, aib_route_t *out);
+    /* The names of the bridged routes route() gives, NULL-terminated. */
+    const char *const *bridged_routes;
     /* Sets the upstream credential header(s) for `key`. */
     void (*set_key)(apr_pool_t *p, apr_table_t *upstream_headers, const char *key);
     /* Adds headers the provider requires when the client sent none. */
@@ -109,6 +111,10 @@ extern const aib_provider_ops_t aib_provider_anthropic;
 
 /* The ops for a type name ("openai", "anthropic"), or NULL. */
 const aib_provider_ops_t *aib_provider_ops_find(const char *type);
+
+/* Whether the provider bridges a route of this name ("chat"...): the
+ * traffic it can be counted under. */
+int aib_provider_bridges(const aib_provider_ops_t *ops, const char *route_name);
 
 /* The known type names, "openai, anthropic", for messages. */
 const char *aib_provider_types(apr_pool_t *p);

@@ -30,6 +30,8 @@ static void anthropic_route(const char *method, const char *path, aib_route_t *o
     }
 }
 
+static const char *const anthropic_bridged[] = { "messages", NULL };
+
 static void anthropic_set_key(apr_pool_t *p, apr_table_t *headers, const char *key)
 {
     (void)p;
@@ -128,6 +130,7 @@ const aib_provider_ops_t aib_provider_anthropic = {
     .type = "anthropic",
     .default_base_url = "https://api.anthropic.com",
     .route = anthropic_route,
+    .bridged_routes = anthropic_bridged,
     .set_key = anthropic_set_key,
     .defaults = anthropic_defaults,
     .client_key = anthropic_client_key,

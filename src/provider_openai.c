@@ -44,6 +44,8 @@ static void openai_route(const char *method, const char *path, aib_route_t *out)
     }
 }
 
+static const char *const openai_bridged[] = { "chat", "responses", NULL };
+
 static void openai_set_key(apr_pool_t *p, apr_table_t *headers, const char *key)
 {
     apr_table_setn(headers, "Authorization", apr_pstrcat(p, "Bearer ", key, NULL));
@@ -182,6 +184,7 @@ const aib_provider_ops_t aib_provider_openai = {
     .type = "openai",
     .default_base_url = "https://api.openai.com",
     .route = openai_route,
+    .bridged_routes = openai_bridged,
     .set_key = openai_set_key,
     .defaults = openai_defaults,
     .client_key = openai_client_key,
