@@ -357,7 +357,8 @@ static attempt_result_e attempt(aib_interception_t *ic, const aib_outgoing_t *ou
 
     sent.headers = apr_table_copy(a.pool, out->headers ? out->headers : ic->headers);
     pv->ops->set_key(a.pool, sent.headers, key);
-    pv->ops->defaults(sent.headers);
+    if (pv->ops->defaults)
+        pv->ops->defaults(sent.headers);
     if (pv->ops->sign)
         pv->ops->sign(ic, a.pool, key, &sent);
     memset(&req, 0, sizeof(req));

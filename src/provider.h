@@ -68,7 +68,8 @@ typedef struct aib_provider_ops {
     const char *const *bridged_routes;
     /* Sets the upstream credential header(s) for `key`. */
     void (*set_key)(apr_pool_t *p, apr_table_t *upstream_headers, const char *key);
-    /* Adds headers the provider requires when the client sent none. */
+    /* Adds headers the provider requires when the client sent none; NULL:
+     * it requires none. */
     void (*defaults)(apr_table_t *upstream_headers);
     /* The client's own key from its headers, or NULL. */
     const char *(*client_key)(const apr_table_t *client_headers);
@@ -120,8 +121,9 @@ int aib_provider_bridges(const aib_provider_ops_t *ops, const char *route_name);
 const char *aib_provider_types(apr_pool_t *p);
 
 /* Every provider's reset headers, NULL-terminated, in the order of the
- * providers' table: read whatever the provider type, as an upstream behind
- * a gateway may send another provider's. */
+ * providers' table. All are read whatever the provider type, as before the
+ * headers moved into the provider files: an upstream of one type may be a
+ * gateway in front of another provider, and send that provider's. */
 const aib_reset_headers_t *const *aib_provider_reset_headers(apr_pool_t *p);
 
 /* HTTP status of an error kind. */

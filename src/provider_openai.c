@@ -51,11 +51,6 @@ static void openai_set_key(apr_pool_t *p, apr_table_t *headers, const char *key)
     apr_table_setn(headers, "Authorization", apr_pstrcat(p, "Bearer ", key, NULL));
 }
 
-static void openai_defaults(apr_table_t *headers)
-{
-    (void)headers;
-}
-
 static const char *openai_client_key(const apr_table_t *headers)
 {
     return aib_bearer_key(headers);
@@ -186,7 +181,6 @@ const aib_provider_ops_t aib_provider_openai = {
     .route = openai_route,
     .bridged_routes = openai_bridged,
     .set_key = openai_set_key,
-    .defaults = openai_defaults,
     .client_key = openai_client_key,
     .error_body = openai_error_body,
     .stream_error = openai_stream_error,
