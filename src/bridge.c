@@ -31,13 +31,15 @@ typedef struct {
     int first_event_seen;
     int committed;            /* status and headers reached the sink */
     int relayed;              /* something was passed to the sink after them */
-    int event_stream;         /* the body is SSE */
+    int event_stream;         /* the body is a stream of events */
     int complete;             /* the stream's final event was seen */
     int client_gone;
     int64_t sequence;         /* last Responses sequence_number */
-    aib_sse_parser_t *sse;
+    const aib_stream_framing_t *framing;  /* how the upstream frames its events */
+    void *events;             /* the framing's decoder, for a stream */
+    int reframe;              /* the framing is not SSE: the client gets SSE */
     aib_usage_reader_t *usage;  /* a blocking body's usage, read as relayed */
-    int rewrite;              /* events re-emitted one by one (usage hidden) */
+    int rewrite;              /* events re-emitted one by one (reframed, usage hidden) */
     char *frame;              /* emit()'s buffer */
     apr_size_t frame_cap;
     aib_usage_kind_e usage_kind;
@@ -89,15 +91,17 @@ void aib_bridge_reject(aib_interception_t *ic, aib_error_kind_e kind,
 static void commit(attempt_t *a);
 static int relay(attempt_t *a, const char *data, apr_size_t len);
 
-/* Re-emits one event as the client should see it: without the usage the
- * module asked for on the client's behalf. Works in one buffer reused for
- * every event, so a long stream runs in constant memory. */
+/* Re-emits one event as the client should see it: as SSE, without the
+ * usage the module asked for on the client's behalf. Works in one buffer
+ * reused for every event, so a long stream runs in constant memory. */
 static int emit(attempt_t *a, const char *event, const char *data, apr_size_t len)
 {
+    int strip = a->ic->strip_usage;
     apr_size_t kept;
     /* The frame, then room for the stripped data, which aib_sse_frame
      * reads in place. */
-    apr_size_t at = AIB_SSE_FRAME_MAX(event ? strlen(event) : 0, len), need = at + len;
+    apr_size_t at = AIB_SSE_FRAME_MAX(event ? strlen(event) : 0, len);
+    apr_size_t need = strip ? at + len : at;
     char *out;
 
     if (a->inspecting) {
@@ -108,6 +112,8 @@ static int emit(attempt_t *a, const char *event, const char *data, apr_size_t le
         a->frame_cap = need * 2;
         a->frame = apr_palloc(a->pool, a->frame_cap);
     }
+    if (!strip)
+        return relay(a, a->frame, aib_sse_frame(a->frame, event, data, len));
     out = a->frame + at;
     if (!aib_usage_strip(data, len, out, &kept))
         return 0;
@@ -143,12 +149,15 @@ static int on_event(void *ctx, const char *event, const char *data, apr_size_t l
 static void commit(attempt_t *a)
 {
     aib_interception_t *ic = a->ic;
+    apr_table_t *headers = aib_client_response_headers(a->pool, a->headers);
 
     a->committed = 1;
     ic->status = a->status;
     if (!ic->first_byte_ms)
         ic->first_byte_ms = ic->now_ms();
-    ic->sink->start(ic->sink->ctx, a->status, aib_client_response_headers(a->pool, a->headers));
+    if (a->reframe)
+        apr_table_setn(headers, "Content-Type", "text/event-stream");
+    ic->sink->start(ic->sink->ctx, a->status, headers);
 }
 
 static int on_response(void *ctx, int status, apr_table_t *headers)
@@ -159,14 +168,15 @@ static int on_response(void *ctx, int status, apr_table_t *headers)
 
     a->status = status;
     a->headers = headers;
-    a->event_stream = aib_is_event_stream(headers);
+    a->event_stream = a->framing->is_stream(headers);
     if (a->event_stream)
-        a->sse = aib_sse_parser_create(a->pool, AIB_SSE_EVENT_MAX, on_event, a);
+        a->events = a->framing->create(a->pool, AIB_SSE_EVENT_MAX, on_event, a);
     if (!ic->client_key && aib_provider_fails_over(ic->provider, status)) {
         a->fail_over = 1;
         return 0;
     }
-    a->rewrite = ic->strip_usage && a->event_stream && ok;
+    a->reframe = a->event_stream && ok && a->framing != &aib_sse_framing;
+    a->rewrite = a->reframe || (ic->strip_usage && a->event_stream && ok);
     if (!a->event_stream && ok && a->usage_kind != AIB_USAGE_NONE)
         a->usage = aib_usage_reader_create(a->pool, a->usage_kind, &ic->usage,
                                            AIB_USAGE_BODY_MAX);
@@ -217,7 +227,7 @@ static int on_data(void *ctx, const char *data, apr_size_t len)
     }
     if (a->rewrite) {
         /* Nothing goes out raw: emit() sends each event once it is whole. */
-        aib_sse_feed(a->sse, data, len);
+        a->framing->feed(a->events, data, len);
         return a->event_fault || a->client_gone;
     }
     if (a->inspecting) {
@@ -230,8 +240,8 @@ static int on_data(void *ctx, const char *data, apr_size_t len)
         return 1;
     if (a->usage)
         aib_usage_reader_feed(a->usage, data, len);
-    if (a->sse)
-        aib_sse_feed(a->sse, data, len);
+    if (a->events)
+        a->framing->feed(a->events, data, len);
     if (a->event_fault)
         return 1;
     if (a->inspecting && a->first_event_seen)
@@ -306,33 +316,32 @@ static attempt_result_e take_failover(attempt_t *a, int i, aib_fault_e fault, co
                                  : "until re-enabled");
     }
     else {
-        aib_cooldown_source_e source = AIB_COOLDOWN_DEFAULT;
-        static const char *const sources[] = {
-            "cooldown=", "retry-after-ms", "Retry-After", "x-ratelimit-reset", "anthropic-ratelimit-reset"
-        };
+        const char *source = NULL;
         int64_t ms = fault == AIB_FAULT_QUOTA
                      ? pv->max_cooldown_ms
-                     : aib_cooldown_ms(a->headers, now, pv->cooldown_ms, pv->max_cooldown_ms, &source);
+                     : aib_cooldown_ms(a->headers, aib_provider_reset_headers(a->pool), now,
+                                       pv->cooldown_ms, pv->max_cooldown_ms, &source);
         aib_reason_e reason = fault == AIB_FAULT_QUOTA ? AIB_REASON_QUOTA : AIB_REASON_RATE_LIMITED;
         aib_key_cooldown(pv->pool, i, now + ms, reason);
         aib_stats_transition(pv->stats, reason);
         logf_(ic, AIB_LOG_INFO, "provider '%s': %s %s%s: cooling down for %.3f s (%s), "
               "trying the next key", pv->name, describe_key(ic, i), what,
               fault == AIB_FAULT_QUOTA ? " (insufficient_quota)" : "", ms / 1000.0,
-              fault == AIB_FAULT_QUOTA ? "max-cooldown=" : sources[source]);
+              fault == AIB_FAULT_QUOTA ? "max-cooldown=" : source ? source : "cooldown=");
     }
     return ATTEMPT_NEXT;
 }
 
-/* One upstream call with `key` (key i of the pool, or the client's own
- * key when i < 0). */
-static attempt_result_e attempt(aib_interception_t *ic, const char *key, int i)
+/* One upstream call of `out` with `key` (key i of the pool, or the
+ * client's own key when i < 0). */
+static attempt_result_e attempt(aib_interception_t *ic, const aib_outgoing_t *out,
+                                const char *key, int i)
 {
     const aib_provider_t *pv = ic->provider;
     aib_upstream_request_t req;
     aib_upstream_handler_t handler = { NULL, on_response, on_data, on_tick };
     attempt_t a;
-    apr_table_t *headers;
+    aib_outgoing_t sent = *out;
     aib_xfer_result_e result;
     attempt_result_e next = ATTEMPT_DONE;
     const char *error = NULL;
@@ -344,16 +353,20 @@ static attempt_result_e attempt(aib_interception_t *ic, const char *key, int i)
     apr_pool_create(&a.pool, ic->pool);
     a.held = apr_palloc(a.pool, AIB_ERROR_BODY_MAX);
     handler.ctx = &a;
+    a.framing = pv->ops->stream_framing ? pv->ops->stream_framing : &aib_sse_framing;
 
-    headers = apr_table_copy(a.pool, ic->headers);
-    pv->ops->set_key(a.pool, headers, key);
-    pv->ops->defaults(headers);
+    sent.headers = apr_table_copy(a.pool, out->headers ? out->headers : ic->headers);
+    pv->ops->set_key(a.pool, sent.headers, key);
+    if (pv->ops->defaults)
+        pv->ops->defaults(sent.headers);
+    if (pv->ops->sign)
+        pv->ops->sign(ic, a.pool, key, &sent);
     memset(&req, 0, sizeof(req));
-    req.method = ic->method;
-    req.url = ic->url;
-    req.headers = headers;
-    req.body = ic->body;
-    req.body_len = ic->body_len;
+    req.method = sent.method;
+    req.url = sent.url;
+    req.headers = sent.headers;
+    req.body = sent.body;
+    req.body_len = sent.body_len;
     req.connect_timeout_ms = pv->connect_timeout_ms;
     req.timeout_ms = ic->stream ? 0 : pv->timeout_ms;
     req.idle_timeout_ms = pv->idle_timeout_ms;
@@ -456,17 +469,43 @@ void aib_interception_init(aib_interception_t *ic, apr_pool_t *pool)
     aib_usage_init(&ic->usage, pool);
 }
 
+/* The request every attempt sends, as the provider's prepare hook has
+ * rewritten it. Zero: it refused, and the client has its 400. */
+static int prepare(aib_interception_t *ic, aib_outgoing_t *out)
+{
+    const aib_provider_t *pv = ic->provider;
+    const char *refusal;
+
+    out->method = ic->method;
+    out->url = ic->url;
+    out->headers = NULL;   /* the interception's, copied by each attempt */
+    out->body = ic->body;
+    out->body_len = ic->body_len;
+    if (!pv->ops->prepare)
+        return 1;
+    out->headers = apr_table_copy(ic->pool, ic->headers);
+    refusal = pv->ops->prepare(ic, out);
+    if (!refusal)
+        return 1;
+    logf_(ic, AIB_LOG_INFO, "provider '%s': request refused: %s", pv->name, refusal);
+    aib_bridge_reject(ic, AIB_ERROR_INVALID_REQUEST, refusal, NULL, 0);
+    return 0;
+}
+
 void aib_bridge_run(aib_interception_t *ic)
 {
     const aib_provider_t *pv = ic->provider;
+    aib_outgoing_t out;
     aib_walker_t walker;
     int i;
 
     if (!ic->tried)
         aib_interception_init(ic, ic->pool);
     ic->outcome = AIB_OUTCOME_OK;
+    if (!prepare(ic, &out))
+        return;
     if (ic->client_key) {
-        attempt(ic, ic->client_key, -1);
+        attempt(ic, &out, ic->client_key, -1);
         return;
     }
     if (!pv->pool) {
@@ -477,7 +516,8 @@ void aib_bridge_run(aib_interception_t *ic)
     }
     aib_walker_init(&walker, pv->pool);
     while ((i = aib_walker_next(&walker, ic->now_ms())) >= 0) {
-        if (attempt(ic, APR_ARRAY_IDX(pv->pool->keys, i, aib_key_t).value, i) == ATTEMPT_DONE)
+        if (attempt(ic, &out, APR_ARRAY_IDX(pv->pool->keys, i, aib_key_t).value, i)
+            == ATTEMPT_DONE)
             return;
     }
     exhausted(ic);

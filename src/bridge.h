@@ -45,7 +45,7 @@ typedef enum {
     AIB_OUTCOME_REJECTED
 } aib_outcome_e;
 
-typedef struct {
+typedef struct aib_interception {
     /* What to do. */
     apr_pool_t *pool;
     const aib_provider_t *provider;
@@ -56,6 +56,7 @@ typedef struct {
     const char *body;
     apr_size_t body_len;
     int stream;                    /* the client asked for a stream */
+    const char *model;             /* the client asked for, NULL: none (passthrough) */
     const char *client_key;        /* BYOK: exactly one attempt; NULL: the pool */
     int strip_usage;               /* the module asked a chat stream for usage: hide it */
     aib_transport_t *transport;

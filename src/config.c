@@ -188,8 +188,8 @@ const char *aib_provider_parse(apr_pool_t *p, int argc, char *const argv[],
                             aib_arg_hint(p, argv[0]));
     pv->ops = aib_provider_ops_find(argv[1]);
     if (!pv->ops)
-        return apr_psprintf(p, "unknown provider type '%s' (openai, anthropic)",
-                            aib_arg_hint(p, argv[1]));
+        return apr_psprintf(p, "unknown provider type '%s' (%s)",
+                            aib_arg_hint(p, argv[1]), aib_provider_types(p));
     pv->base_url = pv->ops->default_base_url;
     pv->cooldown_ms = 60 * 1000;
     pv->max_cooldown_ms = 3600 * 1000;

@@ -4,17 +4,52 @@
 
 #include "provider.h"
 
+/* Every provider type: the one entry a new provider adds. */
+static const aib_provider_ops_t *const providers[] = {
+    &aib_provider_openai, &aib_provider_anthropic
+};
+
+#define PROVIDER_COUNT (sizeof(providers) / sizeof(providers[0]))
+
 const aib_provider_ops_t *aib_provider_ops_find(const char *type)
 {
-    static const aib_provider_ops_t *const all[] = {
-        &aib_provider_openai, &aib_provider_anthropic
-    };
     size_t i;
 
-    for (i = 0; i < sizeof(all) / sizeof(all[0]); i++)
-        if (!strcmp(all[i]->type, type))
-            return all[i];
+    for (i = 0; i < PROVIDER_COUNT; i++)
+        if (!strcmp(providers[i]->type, type))
+            return providers[i];
     return NULL;
+}
+
+int aib_provider_bridges(const aib_provider_ops_t *ops, const char *route_name)
+{
+    const char *const *name;
+
+    for (name = ops->bridged_routes; *name; name++)
+        if (!strcmp(*name, route_name))
+            return 1;
+    return 0;
+}
+
+const char *aib_provider_types(apr_pool_t *p)
+{
+    const char *types = providers[0]->type;
+    size_t i;
+
+    for (i = 1; i < PROVIDER_COUNT; i++)
+        types = apr_pstrcat(p, types, ", ", providers[i]->type, NULL);
+    return types;
+}
+
+const aib_reset_headers_t *const *aib_provider_reset_headers(apr_pool_t *p)
+{
+    const aib_reset_headers_t **all = apr_pcalloc(p, (PROVIDER_COUNT + 1) * sizeof(*all));
+    size_t i, n = 0;
+
+    for (i = 0; i < PROVIDER_COUNT; i++)
+        if (providers[i]->reset_headers)
+            all[n++] = providers[i]->reset_headers;
+    return all;
 }
 
 int aib_error_status(aib_error_kind_e kind)

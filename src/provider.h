@@ -1,6 +1,8 @@
 /* What differs between providers: routes, how a key is sent, error shapes,
- * stream error events, which failures are a key's fault. The bridge knows
- * providers only through this table, so a new provider is one new file. */
+ * stream error events, which failures are a key's fault, rate-limit
+ * headers, and the hooks of a provider that needs more (a request rewrite,
+ * a signature, a stream framing of its own). The bridge knows providers
+ * only through this table, so a new provider is one new file. */
 #ifndef AIB_PROVIDER_H
 #define AIB_PROVIDER_H
 
@@ -9,6 +11,8 @@
 #include <apr_tables.h>
 
 #include "keypool.h"
+#include "ratelimit.h"
+#include "sse.h"
 
 typedef enum {
     AIB_ROUTE_NONE = 0,      /* not served: 404 */
@@ -44,14 +48,28 @@ typedef enum {
     AIB_FAULT_FORBIDDEN
 } aib_fault_e;
 
+struct aib_interception;   /* bridge.h */
+
+/* The request as it goes upstream, which a provider's hooks may change. */
+typedef struct {
+    const char *method;
+    const char *url;
+    apr_table_t *headers;
+    const char *body;
+    apr_size_t body_len;
+} aib_outgoing_t;
+
 typedef struct aib_provider_ops {
     const char *type;
     const char *default_base_url;
     /* Route for a path below the provider (query excluded). */
     void (*route)(const char *method, const char *path, aib_route_t *out);
+    /* The names of the bridged routes route() gives, NULL-terminated. */
+    const char *const *bridged_routes;
     /* Sets the upstream credential header(s) for `key`. */
     void (*set_key)(apr_pool_t *p, apr_table_t *upstream_headers, const char *key);
-    /* Adds headers the provider requires when the client sent none. */
+    /* Adds headers the provider requires when the client sent none; NULL:
+     * it requires none. */
     void (*defaults)(apr_table_t *upstream_headers);
     /* The client's own key from its headers, or NULL. */
     const char *(*client_key)(const apr_table_t *client_headers);
@@ -65,12 +83,28 @@ typedef struct aib_provider_ops {
     /* Whether a failover status (429/401/403...) with this body is the
      * key's fault, and how. */
     aib_fault_e (*classify)(int status, const char *body, apr_size_t len);
+    /* The rate-limit reset headers the provider sends, NULL: none of its own. */
+    const aib_reset_headers_t *reset_headers;
     /* Whether an SSE event ends the stream (the last event of a complete
      * answer, or an error the upstream reported itself). */
     int (*stream_complete)(const char *event, const char *data);
     /* Whether the first event of a 2xx stream is really a key's failure
      * (an error event saying rate limit, bad key...): AIB_FAULT_NONE if not. */
     aib_fault_e (*stream_fault)(const char *event, const char *data, apr_size_t len);
+
+    /* Hooks, NULL when the provider needs none. */
+    /* Rewrites the request for the upstream (URL path and query, headers,
+     * body) from what the interception knows (route, model, stream), once
+     * before its first attempt, in the interception's pool. Returns NULL,
+     * or why the request cannot go: the client gets a 400 with it. */
+    const char *(*prepare)(const struct aib_interception *ic, aib_outgoing_t *req);
+    /* Each attempt, once `key` and the defaults are set: adds headers
+     * computed over the final method, URL, headers and body (a signature),
+     * allocated from `p`. */
+    void (*sign)(const struct aib_interception *ic, apr_pool_t *p, const char *key,
+                 const aib_outgoing_t *req);
+    /* How the upstream frames its streams, when not as SSE (NULL). */
+    const aib_stream_framing_t *stream_framing;
 } aib_provider_ops_t;
 
 extern const aib_provider_ops_t aib_provider_openai;
@@ -78,6 +112,19 @@ extern const aib_provider_ops_t aib_provider_anthropic;
 
 /* The ops for a type name ("openai", "anthropic"), or NULL. */
 const aib_provider_ops_t *aib_provider_ops_find(const char *type);
+
+/* Whether the provider bridges a route of this name ("chat"...): the
+ * traffic it can be counted under. */
+int aib_provider_bridges(const aib_provider_ops_t *ops, const char *route_name);
+
+/* The known type names, "openai, anthropic", for messages. */
+const char *aib_provider_types(apr_pool_t *p);
+
+/* Every provider's reset headers, NULL-terminated, in the order of the
+ * providers' table. All are read whatever the provider type, as before the
+ * headers moved into the provider files: an upstream of one type may be a
+ * gateway in front of another provider, and send that provider's. */
+const aib_reset_headers_t *const *aib_provider_reset_headers(apr_pool_t *p);
 
 /* HTTP status of an error kind. */
 int aib_error_status(aib_error_kind_e kind);

@@ -30,6 +30,8 @@ static void anthropic_route(const char *method, const char *path, aib_route_t *o
     }
 }
 
+static const char *const anthropic_bridged[] = { "messages", NULL };
+
 static void anthropic_set_key(apr_pool_t *p, apr_table_t *headers, const char *key)
 {
     (void)p;
@@ -111,16 +113,31 @@ static aib_fault_e anthropic_stream_fault(const char *event, const char *data, a
     return AIB_FAULT_NONE;   /* overloaded_error, api_error: not the key */
 }
 
+/* Absolute reset times, one per kind of limit. */
+static const aib_limit_header_t anthropic_limits[] = {
+    { "anthropic-ratelimit-requests-reset", "anthropic-ratelimit-requests-remaining" },
+    { "anthropic-ratelimit-tokens-reset", "anthropic-ratelimit-tokens-remaining" },
+    { "anthropic-ratelimit-input-tokens-reset", "anthropic-ratelimit-input-tokens-remaining" },
+    { "anthropic-ratelimit-output-tokens-reset", "anthropic-ratelimit-output-tokens-remaining" },
+};
+
+static const aib_reset_headers_t anthropic_resets = {
+    "anthropic-ratelimit-reset", AIB_RESET_RFC3339, anthropic_limits,
+    sizeof(anthropic_limits) / sizeof(anthropic_limits[0])
+};
+
 const aib_provider_ops_t aib_provider_anthropic = {
-    "anthropic",
-    "https://api.anthropic.com",
-    anthropic_route,
-    anthropic_set_key,
-    anthropic_defaults,
-    anthropic_client_key,
-    anthropic_error_body,
-    anthropic_stream_error,
-    anthropic_classify,
-    anthropic_stream_complete,
-    anthropic_stream_fault,
+    .type = "anthropic",
+    .default_base_url = "https://api.anthropic.com",
+    .route = anthropic_route,
+    .bridged_routes = anthropic_bridged,
+    .set_key = anthropic_set_key,
+    .defaults = anthropic_defaults,
+    .client_key = anthropic_client_key,
+    .error_body = anthropic_error_body,
+    .stream_error = anthropic_stream_error,
+    .classify = anthropic_classify,
+    .reset_headers = &anthropic_resets,
+    .stream_complete = anthropic_stream_complete,
+    .stream_fault = anthropic_stream_fault,
 };

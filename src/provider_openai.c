@@ -44,14 +44,11 @@ static void openai_route(const char *method, const char *path, aib_route_t *out)
     }
 }
 
+static const char *const openai_bridged[] = { "chat", "responses", NULL };
+
 static void openai_set_key(apr_pool_t *p, apr_table_t *headers, const char *key)
 {
     apr_table_setn(headers, "Authorization", apr_pstrcat(p, "Bearer ", key, NULL));
-}
-
-static void openai_defaults(apr_table_t *headers)
-{
-    (void)headers;
 }
 
 static const char *openai_client_key(const apr_table_t *headers)
@@ -167,16 +164,28 @@ static aib_fault_e openai_stream_fault(const char *event, const char *data, apr_
     return AIB_FAULT_NONE;
 }
 
+/* Durations from now; the exhausted limit is the one that decides. */
+static const aib_limit_header_t openai_limits[] = {
+    { "x-ratelimit-reset-requests", "x-ratelimit-remaining-requests" },
+    { "x-ratelimit-reset-tokens", "x-ratelimit-remaining-tokens" },
+};
+
+static const aib_reset_headers_t openai_resets = {
+    "x-ratelimit-reset", AIB_RESET_DURATION, openai_limits,
+    sizeof(openai_limits) / sizeof(openai_limits[0])
+};
+
 const aib_provider_ops_t aib_provider_openai = {
-    "openai",
-    "https://api.openai.com",
-    openai_route,
-    openai_set_key,
-    openai_defaults,
-    openai_client_key,
-    openai_error_body,
-    openai_stream_error,
-    openai_classify,
-    openai_stream_complete,
-    openai_stream_fault,
+    .type = "openai",
+    .default_base_url = "https://api.openai.com",
+    .route = openai_route,
+    .bridged_routes = openai_bridged,
+    .set_key = openai_set_key,
+    .client_key = openai_client_key,
+    .error_body = openai_error_body,
+    .stream_error = openai_stream_error,
+    .classify = openai_classify,
+    .reset_headers = &openai_resets,
+    .stream_complete = openai_stream_complete,
+    .stream_fault = openai_stream_fault,
 };

@@ -526,78 +526,52 @@ static int is_exhausted(const char *remaining)
     return 1;
 }
 
-typedef struct {
-    const char *reset, *remaining;
-} limit_hdr_t;
-
-static const limit_hdr_t openai_hdrs[] = {
-    {"x-ratelimit-reset-requests", "x-ratelimit-remaining-requests"},
-    {"x-ratelimit-reset-tokens", "x-ratelimit-remaining-tokens"},
-};
-
-static const limit_hdr_t anthropic_hdrs[] = {
-    {"anthropic-ratelimit-requests-reset",
-     "anthropic-ratelimit-requests-remaining"},
-    {"anthropic-ratelimit-tokens-reset",
-     "anthropic-ratelimit-tokens-remaining"},
-    {"anthropic-ratelimit-input-tokens-reset",
-     "anthropic-ratelimit-input-tokens-remaining"},
-    {"anthropic-ratelimit-output-tokens-reset",
-     "anthropic-ratelimit-output-tokens-remaining"},
-};
-
-static int openai_reset(const apr_table_t *headers, int64_t *out)
+/* The wait one provider's reset headers ask for: the longest, exhausted
+ * limits first. A duration counts from now; an RFC 3339 time is what is
+ * left of it. */
+static int provider_reset(const apr_table_t *headers, const aib_reset_headers_t *rh,
+                          int64_t now_ms, int64_t *out)
 {
     pick_t pk = {0, 0, 0, 0};
     size_t i;
     int64_t ms;
 
-    for (i = 0; i < COUNT(openai_hdrs); i++)
-        if (aib_parse_duration(apr_table_get(headers, openai_hdrs[i].reset),
-                               &ms))
-            pick_add(&pk, ms, is_exhausted(apr_table_get(
-                                  headers, openai_hdrs[i].remaining)));
-    return pick_result(&pk, out);
-}
-
-/* Anthropic sends absolute reset times; the wait is what is left of it. */
-static int anthropic_reset(const apr_table_t *headers, int64_t now_ms,
-                           int64_t *out)
-{
-    pick_t pk = {0, 0, 0, 0};
-    size_t i;
-    int64_t at, ms;
-
-    for (i = 0; i < COUNT(anthropic_hdrs); i++) {
-        if (!aib_parse_rfc3339(apr_table_get(headers, anthropic_hdrs[i].reset),
-                               &at))
-            continue;
-        ms = sat_sub(at, now_ms);
-        pick_add(&pk, ms > 0 ? ms : 0, is_exhausted(apr_table_get(
-                                           headers, anthropic_hdrs[i].remaining)));
+    for (i = 0; i < rh->count; i++) {
+        const char *value = apr_table_get(headers, rh->limits[i].reset);
+        if (rh->form == AIB_RESET_DURATION) {
+            if (!aib_parse_duration(value, &ms))
+                continue;
+        }
+        else {
+            if (!aib_parse_rfc3339(value, &ms))
+                continue;
+            ms = sat_sub(ms, now_ms);
+            if (ms < 0)
+                ms = 0;
+        }
+        pick_add(&pk, ms, is_exhausted(apr_table_get(headers, rh->limits[i].remaining)));
     }
     return pick_result(&pk, out);
 }
 
-int64_t aib_cooldown_ms(const apr_table_t *headers, int64_t now_ms,
-                        int64_t default_ms, int64_t max_ms,
-                        aib_cooldown_source_e *source)
+int64_t aib_cooldown_ms(const apr_table_t *headers, const aib_reset_headers_t *const *resets,
+                        int64_t now_ms, int64_t default_ms, int64_t max_ms,
+                        const char **source)
 {
-    aib_cooldown_source_e src = AIB_COOLDOWN_DEFAULT;
+    const char *src = NULL;
     int64_t ms = default_ms, v;
 
     if (headers != NULL) {
         if (aib_parse_retry_after_ms(apr_table_get(headers, "retry-after-ms"),
                                      &v))
-            src = AIB_COOLDOWN_RETRY_AFTER_MS;
+            src = "retry-after-ms";
         else if (aib_parse_retry_after(apr_table_get(headers, "Retry-After"),
                                        now_ms, &v))
-            src = AIB_COOLDOWN_RETRY_AFTER;
-        else if (openai_reset(headers, &v))
-            src = AIB_COOLDOWN_OPENAI_RESET;
-        else if (anthropic_reset(headers, now_ms, &v))
-            src = AIB_COOLDOWN_ANTHROPIC_RESET;
-        if (src != AIB_COOLDOWN_DEFAULT)
+            src = "Retry-After";
+        for (; !src && resets && *resets; resets++)
+            if (provider_reset(headers, *resets, now_ms, &v))
+                src = (*resets)->name;
+        if (src)
             ms = v;
     }
     if (max_ms < 0)

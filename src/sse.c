@@ -21,6 +21,7 @@
 
 #include <apr_pools.h>
 
+#include "headers.h"
 #include "sse.h"
 
 /* Large enough for a typical streamed chat/response chunk, so most
@@ -349,3 +350,20 @@ apr_size_t aib_sse_event_count(const aib_sse_parser_t *p)
 {
     return p->count;
 }
+
+static void *sse_create(apr_pool_t *pool, apr_size_t max_event, aib_sse_event_fn *on_event,
+                        void *ctx)
+{
+    return aib_sse_parser_create(pool, max_event, on_event, ctx);
+}
+
+/* A too large event is skipped, not an end: only the callback's stop counts. */
+static int sse_feed(void *decoder, const char *buf, apr_size_t len)
+{
+    int rv = aib_sse_feed(decoder, buf, len);
+    return rv == AIB_SSE_TOO_LARGE ? 0 : rv;
+}
+
+const aib_stream_framing_t aib_sse_framing = {
+    aib_is_event_stream, sse_create, sse_feed
+};

@@ -8,6 +8,7 @@
 #define AIB_SSE_H
 
 #include <apr_pools.h>
+#include <apr_tables.h>
 
 typedef struct aib_sse_parser aib_sse_parser_t;
 
@@ -43,5 +44,22 @@ apr_size_t aib_sse_event_count(const aib_sse_parser_t *parser);
  * itself at offset AIB_SSE_FRAME_MAX(strlen(event), len) or later: the
  * frame is written no faster than data is read. */
 apr_size_t aib_sse_frame(char *out, const char *event, const char *data, apr_size_t len);
+
+/* How a stream's bytes become events. SSE (aib_sse_framing, this parser)
+ * is the default; a provider whose upstream streams in another framing
+ * describes it (provider.h), and the bridge writes its events to the
+ * client as SSE. */
+typedef struct {
+    /* Whether a response with these headers is a stream in this framing. */
+    int (*is_stream)(const apr_table_t *headers);
+    /* A decoder calling on_event once per event; events over max_event
+     * bytes are skipped. */
+    void *(*create)(apr_pool_t *pool, apr_size_t max_event, aib_sse_event_fn *on_event,
+                    void *ctx);
+    /* Feeds the next bytes; returns 0 to go on, or on_event's non-zero value. */
+    int (*feed)(void *decoder, const char *buf, apr_size_t len);
+} aib_stream_framing_t;
+
+extern const aib_stream_framing_t aib_sse_framing;
 
 #endif

@@ -2351,6 +2351,300 @@ static void test_reject_anthropic(void **state)
     assert_string_equal(body_of(), anthropic_error("rate_limit_error", "wait"));
 }
 
+/* ---- provider hooks ---------------------------------------------------- */
+/* A provider that needs more than the table (Bedrock: the model in the
+ * path, a signature over the request, a stream framing of its own) gets it
+ * through hooks. Each test gives a known provider's ops one hook. */
+
+static aib_provider_ops_t hooked_ops;
+static int prepare_calls;
+
+/* The provider's ops with no hook yet, for `pv` to use. */
+static aib_provider_ops_t *hooks_of(aib_provider_t *pv)
+{
+    hooked_ops = *pv->ops;
+    pv->ops = &hooked_ops;
+    prepare_calls = 0;
+    return &hooked_ops;
+}
+
+/* Bedrock-like: the model moves into the path, a header into the body. */
+static const char *model_into_path(const aib_interception_t *ic, aib_outgoing_t *req)
+{
+    prepare_calls++;
+    if (!ic->model)
+        return "the request names no model";
+    req->url = apr_pstrcat(ic->pool, ic->provider->base_url, "/model/", ic->model,
+                           ic->stream ? "/invoke-with-response-stream" : "/invoke", NULL);
+    req->body = apr_psprintf(ic->pool, "{\"agent\":\"%s\",\"client_body_len\":%d}",
+                             apr_table_get(req->headers, "User-Agent"), (int)req->body_len);
+    req->body_len = strlen(req->body);
+    apr_table_unset(req->headers, "User-Agent");
+    return NULL;
+}
+
+/* A toy signature: FNV-1a over what goes upstream, credential included. */
+static const char *toy_signature(const char *method, const char *url, const char *credential,
+                                 const char *body, apr_size_t body_len)
+{
+    const char *parts[] = { method, url, credential };
+    uint32_t h = 2166136261u;
+    apr_size_t i, j;
+
+    for (i = 0; i < 3; i++)
+        for (j = 0; parts[i][j]; j++)
+            h = (h ^ (unsigned char)parts[i][j]) * 16777619u;
+    for (j = 0; j < body_len; j++)
+        h = (h ^ (unsigned char)body[j]) * 16777619u;
+    return apr_psprintf(pool, "%08x", h);
+}
+
+static void sign_request(const aib_interception_t *ic, apr_pool_t *p, const char *key,
+                         const aib_outgoing_t *req)
+{
+    (void)ic;
+    (void)key;
+    apr_table_setn(req->headers, "x-signature",
+                   apr_pstrdup(p, toy_signature(req->method, req->url,
+                                                apr_table_get(req->headers, "Authorization"),
+                                                req->body, req->body_len)));
+}
+
+static void assert_signed(int n)
+{
+    const call_t *c = &transport.calls[n];
+
+    assert_non_null(apr_table_get(c->headers, "x-signature"));
+    assert_string_equal(apr_table_get(c->headers, "x-signature"),
+                        toy_signature(c->method, c->url,
+                                      apr_table_get(c->headers, "Authorization"),
+                                      c->body, c->body_len));
+}
+
+/* The toy framing: one "event|data\n" line per event. */
+typedef struct {
+    aib_sse_event_fn *on_event;
+    void *ctx;
+    char line[512];
+    apr_size_t len;
+} toy_decoder_t;
+
+static int toy_is_stream(const apr_table_t *headers)
+{
+    const char *type = apr_table_get(headers, "Content-Type");
+    return type && !strcmp(type, "application/x-toy-stream");
+}
+
+static void *toy_create(apr_pool_t *p, apr_size_t max_event, aib_sse_event_fn *on_event,
+                        void *ctx)
+{
+    toy_decoder_t *d = apr_pcalloc(p, sizeof(*d));
+
+    (void)max_event;
+    d->on_event = on_event;
+    d->ctx = ctx;
+    return d;
+}
+
+static int toy_feed(void *decoder, const char *buf, apr_size_t len)
+{
+    toy_decoder_t *d = decoder;
+    apr_size_t i;
+    char *bar;
+    int rv;
+
+    for (i = 0; i < len; i++) {
+        if (buf[i] != '\n') {
+            assert_true(d->len < sizeof(d->line) - 1);
+            d->line[d->len++] = buf[i];
+            continue;
+        }
+        d->line[d->len] = '\0';
+        d->len = 0;
+        bar = strchr(d->line, '|');
+        assert_non_null(bar);
+        *bar = '\0';
+        rv = d->on_event(d->ctx, d->line, bar + 1, strlen(bar + 1));
+        if (rv)
+            return rv;
+    }
+    return 0;
+}
+
+static const aib_stream_framing_t toy_framing = { toy_is_stream, toy_create, toy_feed };
+
+#define TOY_HEADERS "Content-Type", "application/x-toy-stream"
+#define TOY_START "message_start|{\"type\":\"message_start\",\"message\":" \
+    "{\"usage\":{\"input_tokens\":10,\"output_tokens\":1}}}\n"
+#define TOY_DELTA "message_delta|{\"type\":\"message_delta\",\"usage\":{\"output_tokens\":5}}\n"
+#define TOY_STOP "message_stop|{\"type\":\"message_stop\"}\n"
+#define SSE_START "event: message_start\ndata: {\"type\":\"message_start\",\"message\":" \
+    "{\"usage\":{\"input_tokens\":10,\"output_tokens\":1}}}\n\n"
+#define SSE_DELTA "event: message_delta\ndata: {\"type\":\"message_delta\"," \
+    "\"usage\":{\"output_tokens\":5}}\n\n"
+#define SSE_STOP "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"
+
+static void test_prepare_rewrites_once(void **state)
+{
+    aib_keypool_t *kp = keypool("a", "b", NULL);
+    aib_provider_t *pv = OPENAI(kp);
+    aib_interception_t *ic;
+    const step_t steps[] = {
+        { 429, { JSON_HEADERS, "Retry-After", "3", NULL }, { RATE_LIMIT_BODY, NULL },
+          AIB_XFER_OK, NULL },
+        { 200, { JSON_HEADERS, NULL }, { "{\"id\":\"x\"}", NULL }, AIB_XFER_OK, NULL },
+    };
+    const char *body = "{\"agent\":\"OpenAI/Python 1.50.0\",\"client_body_len\":37}";
+    int n;
+
+    (void)state;
+    hooks_of(pv)->prepare = model_into_path;
+    ic = interception(pv, CHAT, 0);
+    ic->model = "gpt-4o-mini";
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+
+    assert_int_equal(prepare_calls, 1);
+    assert_int_equal(transport.ncalls, 2);
+    for (n = 0; n < 2; n++) {
+        assert_string_equal(transport.calls[n].method, "POST");
+        assert_string_equal(transport.calls[n].url,
+                            "https://api.openai.com/model/gpt-4o-mini/invoke");
+        assert_string_equal(transport.calls[n].body, body);
+        assert_int_equal(transport.calls[n].body_len, strlen(body));
+        assert_null(apr_table_get(transport.calls[n].headers, "User-Agent"));
+    }
+    /* Each attempt still gets its own key on the rewritten request. */
+    assert_string_equal(apr_table_get(transport.calls[0].headers, "Authorization"), bearer("a"));
+    assert_string_equal(apr_table_get(transport.calls[1].headers, "Authorization"), bearer("b"));
+    /* The interception itself is left as the client sent it. */
+    assert_string_equal(ic->url, "https://api.openai.com/v1/chat/completions");
+    assert_string_equal(ic->body, request_body);
+    assert_int_equal(rec.status, 200);
+    assert_string_equal(body_of(), "{\"id\":\"x\"}");
+    assert_int_equal(ic->outcome, AIB_OUTCOME_OK);
+
+    /* The stream flag reaches the hook. */
+    memset(&rec, 0, sizeof(rec));
+    ic = interception(pv, CHAT, 1);
+    ic->model = "gpt-4o-mini";
+    script(&steps[1], 1);
+    aib_bridge_run(ic);
+    assert_string_equal(transport.calls[0].url,
+                        "https://api.openai.com/model/gpt-4o-mini/invoke-with-response-stream");
+}
+
+static void test_prepare_refusal_is_a_400(void **state)
+{
+    aib_keypool_t *kp = keypool("a", NULL);
+    aib_provider_t *pv = OPENAI(kp);
+    aib_interception_t *ic;
+
+    (void)state;
+    hooks_of(pv)->prepare = model_into_path;
+    ic = interception(pv, CHAT, 0);
+    script(NULL, 0);
+    aib_bridge_run(ic);
+
+    assert_int_equal(prepare_calls, 1);
+    assert_int_equal(transport.ncalls, 0);
+    assert_int_equal(rec.status, 400);
+    assert_string_equal(body_of(), openai_error("the request names no model",
+                                                "invalid_request_error", "invalid_request"));
+    assert_int_equal(ic->outcome, AIB_OUTCOME_REJECTED);
+    assert_true(logged(AIB_LOG_INFO, "the request names no model"));
+    assert_counters(kp, 0, 0, 0, 0, 0);
+}
+
+/* The signature covers the request as sent: rewritten, with its key. */
+static void test_sign_covers_each_attempt(void **state)
+{
+    aib_keypool_t *kp = keypool("a", "b", NULL);
+    aib_provider_t *pv = OPENAI(kp);
+    aib_provider_ops_t *ops = hooks_of(pv);
+    aib_interception_t *ic;
+    const step_t steps[] = {
+        { 429, { JSON_HEADERS, NULL }, { RATE_LIMIT_BODY, NULL }, AIB_XFER_OK, NULL },
+        { 200, { JSON_HEADERS, NULL }, { "{\"id\":\"x\"}", NULL }, AIB_XFER_OK, NULL },
+    };
+
+    (void)state;
+    ops->prepare = model_into_path;
+    ops->sign = sign_request;
+    ic = interception(pv, CHAT, 0);
+    ic->model = "gpt-4o-mini";
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+
+    assert_int_equal(transport.ncalls, 2);
+    assert_signed(0);
+    assert_signed(1);
+    assert_string_not_equal(apr_table_get(transport.calls[0].headers, "x-signature"),
+                            apr_table_get(transport.calls[1].headers, "x-signature"));
+    assert_int_equal(ic->outcome, AIB_OUTCOME_OK);
+    assert_no_secret(kp);
+}
+
+/* A stream in the provider's own framing reaches the client as SSE, and
+ * the bridge reads its events as it reads SSE ones. */
+static void test_stream_framing_of_the_provider(void **state)
+{
+    aib_keypool_t *kp = keypool("a", NULL);
+    aib_provider_t *pv = ANTHROPIC(kp);
+    aib_interception_t *ic;
+    /* Events cut across chunks. */
+    const step_t steps[] = {
+        { 200, { TOY_HEADERS, "request-id", "req_1", NULL },
+          { TOY_START "message_de", "lta|{\"type\":\"message_delta\",\"usage\":"
+            "{\"output_tokens\":5}}\n", TOY_STOP, NULL }, AIB_XFER_OK, NULL },
+    };
+
+    (void)state;
+    hooks_of(pv)->stream_framing = &toy_framing;
+    ic = interception(pv, MESSAGES, 1);
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+
+    assert_int_equal(rec.status, 200);
+    assert_string_equal(header("Content-Type"), "text/event-stream");
+    assert_string_equal(header("request-id"), "req_1");
+    assert_string_equal(body_of(), SSE_START SSE_DELTA SSE_STOP);
+    assert_all_flushed();
+    assert_int_equal(rec.fails, 0);
+    assert_int_equal(ic->outcome, AIB_OUTCOME_OK);
+    ASSERT_I64(ic->usage.input, 10);
+    ASSERT_I64(ic->usage.output, 5);
+}
+
+static void test_stream_framing_first_event_fails_over(void **state)
+{
+    aib_keypool_t *kp = keypool("a", "b", NULL);
+    aib_provider_t *pv = ANTHROPIC(kp);
+    aib_interception_t *ic;
+    const step_t steps[] = {
+        { 200, { TOY_HEADERS, NULL },
+          { "error|{\"type\":\"error\",\"error\":{\"type\":\"rate_limit_error\","
+            "\"message\":\"slow down\"}}\n", NULL }, AIB_XFER_OK, NULL },
+        { 200, { TOY_HEADERS, NULL }, { TOY_START, NULL }, AIB_XFER_OK, NULL },
+    };
+
+    (void)state;
+    hooks_of(pv)->stream_framing = &toy_framing;
+    ic = interception(pv, MESSAGES, 1);
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+
+    assert_int_equal(transport.ncalls, 2);
+    assert_key(kp, 0, AIB_KEY_COOLING, AIB_REASON_RATE_LIMITED, NOW + 60000);
+    assert_int_equal(rec.starts, 1);
+    /* The second stream ended before its final event: told so, in SSE. */
+    assert_string_equal(body_of(), apr_pstrcat(pool, SSE_START, "event: error\ndata: ",
+                                               anthropic_error("api_error",
+                                                   "upstream stream ended before completion"),
+                                               "\n\n", NULL));
+    assert_int_equal(ic->outcome, AIB_OUTCOME_TRANSPORT_ERROR);
+}
+
 /* ---- the agentic loop (src/agent_loop.c) --------------------------------- */
 
 /* The MCP server's answers, in the order the client asks: initialize (id
@@ -2673,6 +2967,11 @@ int main(void)
         T(test_counters),
         T(test_reject),
         T(test_reject_anthropic),
+        T(test_prepare_rewrites_once),
+        T(test_prepare_refusal_is_a_400),
+        T(test_sign_covers_each_attempt),
+        T(test_stream_framing_of_the_provider),
+        T(test_stream_framing_first_event_fails_over),
 #undef T
     };
     return AIB_RUN_TESTS(tests);

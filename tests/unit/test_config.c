@@ -345,6 +345,38 @@ static void test_provider_errors(void **state)
 }
 
 /* apr_uri_parse gives an empty, not a NULL, hostname for these. */
+/* The provider table is the one place that knows the types. */
+static void test_provider_table(void **state)
+{
+    static const struct {
+        const char *type, *path, *route;
+    } bridged[] = {
+        { "openai", "/v1/chat/completions", "chat" },
+        { "openai", "/v1/responses", "responses" },
+        { "anthropic", "/v1/messages", "messages" },
+    };
+    aib_route_t route;
+    size_t i;
+
+    (void)state;
+    assert_ptr_equal(aib_provider_ops_find("openai"), &aib_provider_openai);
+    assert_ptr_equal(aib_provider_ops_find("anthropic"), &aib_provider_anthropic);
+    assert_null(aib_provider_ops_find("gemini"));
+    assert_string_equal(aib_provider_types(pool), "openai, anthropic");
+    PARSE_ERR("unknown provider type 'gemini' (openai, anthropic)", "p", "gemini", "pool=x");
+    /* The bridged routes a provider lists are those its route() gives. */
+    for (i = 0; i < sizeof(bridged) / sizeof(bridged[0]); i++) {
+        const aib_provider_ops_t *ops = aib_provider_ops_find(bridged[i].type);
+        ops->route("POST", bridged[i].path, &route);
+        assert_int_equal(route.kind, AIB_ROUTE_BRIDGED);
+        assert_string_equal(route.name, bridged[i].route);
+        assert_true(aib_provider_bridges(ops, bridged[i].route));
+    }
+    assert_false(aib_provider_bridges(&aib_provider_openai, "messages"));
+    assert_false(aib_provider_bridges(&aib_provider_anthropic, "chat"));
+    assert_false(aib_provider_bridges(&aib_provider_anthropic, "passthrough"));
+}
+
 static void test_provider_url_needs_host(void **state)
 {
     (void)state;
@@ -499,6 +531,7 @@ int main(void)
         T(test_provider_every_option),
         T(test_provider_fails_over),
         T(test_provider_errors),
+        T(test_provider_table),
         T(test_provider_url_needs_host),
         T(test_source_literal),
         T(test_source_env),

@@ -12,6 +12,7 @@
 #include <apr_pools.h>
 #include <apr_tables.h>
 
+#include "provider.h"
 #include "ratelimit.h"
 
 /* 2026-11-25T12:00:00Z, a Wednesday. */
@@ -95,11 +96,34 @@ static apr_table_t *hdrs(const char *name, ...)
     return t;
 }
 
+/* The cooldown as the bridge asks for it: every provider's reset headers. */
+static int64_t cooldown(const apr_table_t *headers, int64_t now_ms, int64_t default_ms,
+                        int64_t max_ms, const char **source)
+{
+    return aib_cooldown_ms(headers, aib_provider_reset_headers(pool), now_ms, default_ms,
+                           max_ms, source);
+}
+
+/* The header aib_cooldown_ms names as the one that decided. */
+#define FROM_DEFAULT         NULL
+#define FROM_RETRY_AFTER_MS  "retry-after-ms"
+#define FROM_RETRY_AFTER     "Retry-After"
+#define FROM_OPENAI_RESET    "x-ratelimit-reset"
+#define FROM_ANTHROPIC_RESET "anthropic-ratelimit-reset"
+
+#define assert_source(got, want) do {                                    \
+        const char *want_ = (want);                                     \
+        if (want_)                                                      \
+            assert_string_equal((got), want_);                          \
+        else                                                            \
+            assert_null(got);                                           \
+    } while (0)
+
 /* Cooldown with default 5000 and max 1 hour; checks value and source. */
 #define COOL(t, want, want_src) do {                                    \
-        aib_cooldown_source_e src_ = (aib_cooldown_source_e)99;         \
-        ASSERT_I64(aib_cooldown_ms((t), NOW, 5000, H(1), &src_), (want)); \
-        assert_int_equal(src_, (want_src));                             \
+        const char *src_ = "unset";                                     \
+        ASSERT_I64(cooldown((t), NOW, 5000, H(1), &src_), (want));      \
+        assert_source(src_, (want_src));                                \
     } while (0)
 
 /* ---- retry-after-ms ---------------------------------------------------- */
@@ -495,24 +519,24 @@ static void test_precedence(void **state)
                           NULL);
 
     (void)state;
-    COOL(t, 1000, AIB_COOLDOWN_RETRY_AFTER_MS);
+    COOL(t, 1000, FROM_RETRY_AFTER_MS);
     apr_table_unset(t, "retry-after-ms");
-    COOL(t, S(2), AIB_COOLDOWN_RETRY_AFTER);
+    COOL(t, S(2), FROM_RETRY_AFTER);
     apr_table_unset(t, "Retry-After");
-    COOL(t, S(3), AIB_COOLDOWN_OPENAI_RESET);
+    COOL(t, S(3), FROM_OPENAI_RESET);
     apr_table_unset(t, "x-ratelimit-reset-requests");
-    COOL(t, S(4), AIB_COOLDOWN_ANTHROPIC_RESET);
+    COOL(t, S(4), FROM_ANTHROPIC_RESET);
     apr_table_unset(t, "anthropic-ratelimit-requests-reset");
-    COOL(t, 5000, AIB_COOLDOWN_DEFAULT);
+    COOL(t, 5000, FROM_DEFAULT);
 
     /* Precedence is by header, not by size: a later, longer one loses. */
     COOL(hdrs("retry-after-ms", "10", "Retry-After", "60", NULL), 10,
-         AIB_COOLDOWN_RETRY_AFTER_MS);
+         FROM_RETRY_AFTER_MS);
     COOL(hdrs("Retry-After", "60", "x-ratelimit-reset-tokens", "1s", NULL),
-         S(60), AIB_COOLDOWN_RETRY_AFTER);
+         S(60), FROM_RETRY_AFTER);
     COOL(hdrs("x-ratelimit-reset-tokens", "1s",
               "anthropic-ratelimit-tokens-reset", "2026-11-25T12:10:00Z",
-              NULL), S(1), AIB_COOLDOWN_OPENAI_RESET);
+              NULL), S(1), FROM_OPENAI_RESET);
 }
 
 static void test_invalid_falls_through(void **state)
@@ -526,19 +550,19 @@ static void test_invalid_falls_through(void **state)
                           NULL);
 
     (void)state;
-    COOL(t, S(4), AIB_COOLDOWN_ANTHROPIC_RESET);
+    COOL(t, S(4), FROM_ANTHROPIC_RESET);
     apr_table_set(t, "anthropic-ratelimit-requests-reset", "12:00:04");
-    COOL(t, 5000, AIB_COOLDOWN_DEFAULT);
+    COOL(t, 5000, FROM_DEFAULT);
     apr_table_set(t, "Retry-After", "7");
-    COOL(t, S(7), AIB_COOLDOWN_RETRY_AFTER);
+    COOL(t, S(7), FROM_RETRY_AFTER);
     apr_table_set(t, "retry-after-ms", "");
-    COOL(t, S(7), AIB_COOLDOWN_RETRY_AFTER);
+    COOL(t, S(7), FROM_RETRY_AFTER);
     apr_table_set(t, "retry-after-ms", " \t ");
-    COOL(t, S(7), AIB_COOLDOWN_RETRY_AFTER);
+    COOL(t, S(7), FROM_RETRY_AFTER);
     apr_table_set(t, "retry-after-ms", "-1");
-    COOL(t, S(7), AIB_COOLDOWN_RETRY_AFTER);
+    COOL(t, S(7), FROM_RETRY_AFTER);
     apr_table_set(t, "retry-after-ms", "8.5");
-    COOL(t, 9, AIB_COOLDOWN_RETRY_AFTER_MS);
+    COOL(t, 9, FROM_RETRY_AFTER_MS);
 }
 
 static void test_zero_is_a_value(void **state)
@@ -546,17 +570,17 @@ static void test_zero_is_a_value(void **state)
     (void)state;
     /* A valid 0 decides; it must not fall through to the next source. */
     COOL(hdrs("retry-after-ms", "0", "Retry-After", "120", NULL), 0,
-         AIB_COOLDOWN_RETRY_AFTER_MS);
+         FROM_RETRY_AFTER_MS);
     COOL(hdrs("Retry-After", "0", "x-ratelimit-reset-tokens", "9s", NULL), 0,
-         AIB_COOLDOWN_RETRY_AFTER);
+         FROM_RETRY_AFTER);
     COOL(hdrs("Retry-After", "Sun, 06 Nov 1994 08:49:37 GMT",
               "x-ratelimit-reset-tokens", "9s", NULL), 0,
-         AIB_COOLDOWN_RETRY_AFTER);
+         FROM_RETRY_AFTER);
     COOL(hdrs("x-ratelimit-reset-tokens", "0s",
               "anthropic-ratelimit-tokens-reset", "2026-11-25T12:00:09Z",
-              NULL), 0, AIB_COOLDOWN_OPENAI_RESET);
+              NULL), 0, FROM_OPENAI_RESET);
     COOL(hdrs("anthropic-ratelimit-tokens-reset", "2026-11-25T11:00:00Z",
-              NULL), 0, AIB_COOLDOWN_ANTHROPIC_RESET);
+              NULL), 0, FROM_ANTHROPIC_RESET);
 }
 
 static void test_openai_rules(void **state)
@@ -565,57 +589,57 @@ static void test_openai_rules(void **state)
     /* Nothing exhausted: the longer, whichever header it is in. */
     COOL(hdrs("x-ratelimit-reset-requests", "1s",
               "x-ratelimit-reset-tokens", "6m0s", NULL),
-         MIN(6), AIB_COOLDOWN_OPENAI_RESET);
+         MIN(6), FROM_OPENAI_RESET);
     COOL(hdrs("x-ratelimit-reset-requests", "6m0s",
               "x-ratelimit-reset-tokens", "1s", NULL),
-         MIN(6), AIB_COOLDOWN_OPENAI_RESET);
+         MIN(6), FROM_OPENAI_RESET);
     COOL(hdrs("x-ratelimit-reset-requests", "1s",
               "x-ratelimit-remaining-requests", "10",
               "x-ratelimit-reset-tokens", "6m0s",
               "x-ratelimit-remaining-tokens", "5000", NULL),
-         MIN(6), AIB_COOLDOWN_OPENAI_RESET);
+         MIN(6), FROM_OPENAI_RESET);
     /* The exhausted one wins even when shorter. */
     COOL(hdrs("x-ratelimit-reset-requests", "1s",
               "x-ratelimit-remaining-requests", "0",
               "x-ratelimit-reset-tokens", "6m0s",
               "x-ratelimit-remaining-tokens", "5000", NULL),
-         S(1), AIB_COOLDOWN_OPENAI_RESET);
+         S(1), FROM_OPENAI_RESET);
     COOL(hdrs("x-ratelimit-reset-requests", "6m0s",
               "x-ratelimit-remaining-requests", "7",
               "x-ratelimit-reset-tokens", "20ms",
               "x-ratelimit-remaining-tokens", " 0\t", NULL),
-         20, AIB_COOLDOWN_OPENAI_RESET);
+         20, FROM_OPENAI_RESET);
     /* Both exhausted: the longer of them. */
     COOL(hdrs("x-ratelimit-reset-requests", "20s",
               "x-ratelimit-remaining-requests", "0",
               "x-ratelimit-reset-tokens", "6m0s",
               "x-ratelimit-remaining-tokens", "0", NULL),
-         MIN(6), AIB_COOLDOWN_OPENAI_RESET);
+         MIN(6), FROM_OPENAI_RESET);
     COOL(hdrs("x-ratelimit-reset-requests", "6m0s",
               "x-ratelimit-remaining-requests", "0",
               "x-ratelimit-reset-tokens", "20s",
               "x-ratelimit-remaining-tokens", "0", NULL),
-         MIN(6), AIB_COOLDOWN_OPENAI_RESET);
+         MIN(6), FROM_OPENAI_RESET);
     /* Exhausted but its reset unusable: fall back to the other one. */
     COOL(hdrs("x-ratelimit-reset-requests", "garbage",
               "x-ratelimit-remaining-requests", "0",
               "x-ratelimit-reset-tokens", "2s", NULL),
-         S(2), AIB_COOLDOWN_OPENAI_RESET);
+         S(2), FROM_OPENAI_RESET);
     /* Non-zero, empty or junk remaining counts do not mean exhausted. */
     COOL(hdrs("x-ratelimit-reset-requests", "1s",
               "x-ratelimit-remaining-requests", "",
               "x-ratelimit-reset-tokens", "3s",
               "x-ratelimit-remaining-tokens", "0x", NULL),
-         S(3), AIB_COOLDOWN_OPENAI_RESET);
+         S(3), FROM_OPENAI_RESET);
     COOL(hdrs("x-ratelimit-reset-requests", "1s",
               "x-ratelimit-remaining-requests", "10",
               "x-ratelimit-reset-tokens", "3s",
               "x-ratelimit-remaining-tokens", "01", NULL),
-         S(3), AIB_COOLDOWN_OPENAI_RESET);
+         S(3), FROM_OPENAI_RESET);
     /* Remaining counts alone decide nothing. */
     COOL(hdrs("x-ratelimit-remaining-requests", "0",
               "x-ratelimit-remaining-tokens", "0", NULL),
-         5000, AIB_COOLDOWN_DEFAULT);
+         5000, FROM_DEFAULT);
 }
 
 static void test_anthropic_rules(void **state)
@@ -631,108 +655,125 @@ static void test_anthropic_rules(void **state)
 
     (void)state;
     /* Nothing exhausted: the longest. */
-    COOL(t, S(60), AIB_COOLDOWN_ANTHROPIC_RESET);
+    COOL(t, S(60), FROM_ANTHROPIC_RESET);
     /* Each kind, when it alone is exhausted, decides. */
     apr_table_set(t, "anthropic-ratelimit-requests-remaining", "0");
-    COOL(t, S(30), AIB_COOLDOWN_ANTHROPIC_RESET);
+    COOL(t, S(30), FROM_ANTHROPIC_RESET);
     apr_table_set(t, "anthropic-ratelimit-requests-remaining", "1");
     apr_table_set(t, "anthropic-ratelimit-input-tokens-remaining", "0");
-    COOL(t, S(10), AIB_COOLDOWN_ANTHROPIC_RESET);
+    COOL(t, S(10), FROM_ANTHROPIC_RESET);
     apr_table_set(t, "anthropic-ratelimit-output-tokens-remaining", "0");
-    COOL(t, S(20), AIB_COOLDOWN_ANTHROPIC_RESET); /* longest exhausted */
+    COOL(t, S(20), FROM_ANTHROPIC_RESET); /* longest exhausted */
     apr_table_set(t, "anthropic-ratelimit-input-tokens-remaining", "5");
-    COOL(t, S(20), AIB_COOLDOWN_ANTHROPIC_RESET);
+    COOL(t, S(20), FROM_ANTHROPIC_RESET);
     apr_table_set(t, "anthropic-ratelimit-output-tokens-remaining", "5");
     apr_table_set(t, "anthropic-ratelimit-tokens-remaining", "0");
-    COOL(t, S(60), AIB_COOLDOWN_ANTHROPIC_RESET);
+    COOL(t, S(60), FROM_ANTHROPIC_RESET);
     /* An exhausted limit that has already reset: 0, not the others. */
     apr_table_set(t, "anthropic-ratelimit-tokens-reset",
                   "2026-11-25T11:59:00Z");
-    COOL(t, 0, AIB_COOLDOWN_ANTHROPIC_RESET);
+    COOL(t, 0, FROM_ANTHROPIC_RESET);
     /* Offsets and fractions reach the cooldown. */
     COOL(hdrs("anthropic-ratelimit-tokens-reset",
               "2026-11-25T13:00:30+01:00", NULL),
-         S(30), AIB_COOLDOWN_ANTHROPIC_RESET);
+         S(30), FROM_ANTHROPIC_RESET);
     COOL(hdrs("anthropic-ratelimit-output-tokens-reset",
               "2026-11-25T12:00:30.5Z", NULL),
-         30500, AIB_COOLDOWN_ANTHROPIC_RESET);
+         30500, FROM_ANTHROPIC_RESET);
     /* Invalid resets are skipped, valid ones still count. */
     COOL(hdrs("anthropic-ratelimit-requests-reset", "soon",
               "anthropic-ratelimit-requests-remaining", "0",
               "anthropic-ratelimit-input-tokens-reset",
               "2026-11-25T12:00:05Z", NULL),
-         S(5), AIB_COOLDOWN_ANTHROPIC_RESET);
+         S(5), FROM_ANTHROPIC_RESET);
 }
 
 static void test_clamp(void **state)
 {
-    aib_cooldown_source_e src = AIB_COOLDOWN_DEFAULT;
+    const char *src = "unset";
 
     (void)state;
-    ASSERT_I64(aib_cooldown_ms(hdrs("retry-after-ms", "999999", NULL), NOW,
-                               5000, 60000, &src), 60000);
-    assert_int_equal(src, AIB_COOLDOWN_RETRY_AFTER_MS);
-    ASSERT_I64(aib_cooldown_ms(hdrs("retry-after-ms", "60000", NULL), NOW,
-                               5000, 60000, &src), 60000);
-    ASSERT_I64(aib_cooldown_ms(hdrs("retry-after-ms", "59999", NULL), NOW,
-                               5000, 60000, &src), 59999);
-    ASSERT_I64(aib_cooldown_ms(hdrs("retry-after-ms",
+    ASSERT_I64(cooldown(hdrs("retry-after-ms", "999999", NULL), NOW,
+                        5000, 60000, &src), 60000);
+    assert_source(src, FROM_RETRY_AFTER_MS);
+    ASSERT_I64(cooldown(hdrs("retry-after-ms", "60000", NULL), NOW,
+                        5000, 60000, &src), 60000);
+    ASSERT_I64(cooldown(hdrs("retry-after-ms", "59999", NULL), NOW,
+                        5000, 60000, &src), 59999);
+    ASSERT_I64(cooldown(hdrs("retry-after-ms",
                                     "99999999999999999999999", NULL),
                                NOW, 5000, 60000, &src), 60000);
-    ASSERT_I64(aib_cooldown_ms(hdrs("Retry-After",
+    ASSERT_I64(cooldown(hdrs("Retry-After",
                                     "99999999999999999999999", NULL),
                                NOW, 5000, 60000, &src), 60000);
-    assert_int_equal(src, AIB_COOLDOWN_RETRY_AFTER);
-    ASSERT_I64(aib_cooldown_ms(hdrs("Retry-After",
+    assert_source(src, FROM_RETRY_AFTER);
+    ASSERT_I64(cooldown(hdrs("Retry-After",
                                     "99999999999999999999999", NULL),
                                NOW, 5000, INT64_MAX, &src), INT64_MAX);
-    ASSERT_I64(aib_cooldown_ms(hdrs("x-ratelimit-reset-tokens", "2h", NULL),
-                               NOW, 5000, 60000, &src), 60000);
-    assert_int_equal(src, AIB_COOLDOWN_OPENAI_RESET);
-    ASSERT_I64(aib_cooldown_ms(hdrs("anthropic-ratelimit-tokens-reset",
+    ASSERT_I64(cooldown(hdrs("x-ratelimit-reset-tokens", "2h", NULL),
+                        NOW, 5000, 60000, &src), 60000);
+    assert_source(src, FROM_OPENAI_RESET);
+    ASSERT_I64(cooldown(hdrs("anthropic-ratelimit-tokens-reset",
                                     "2099-01-01T00:00:00Z", NULL),
                                NOW, 5000, 60000, &src), 60000);
-    assert_int_equal(src, AIB_COOLDOWN_ANTHROPIC_RESET);
+    assert_source(src, FROM_ANTHROPIC_RESET);
     /* The default is clamped as well. */
-    ASSERT_I64(aib_cooldown_ms(hdrs(NULL), NOW, 90000, 60000, &src), 60000);
-    assert_int_equal(src, AIB_COOLDOWN_DEFAULT);
-    ASSERT_I64(aib_cooldown_ms(hdrs(NULL), NOW, -5, 60000, &src), 0);
-    ASSERT_I64(aib_cooldown_ms(hdrs(NULL), NOW, INT64_MIN, 60000, &src), 0);
-    ASSERT_I64(aib_cooldown_ms(hdrs("retry-after-ms", "5", NULL), NOW,
-                               5000, 0, &src), 0);
-    ASSERT_I64(aib_cooldown_ms(hdrs("retry-after-ms", "5", NULL), NOW,
-                               5000, -10, &src), 0);
+    ASSERT_I64(cooldown(hdrs(NULL), NOW, 90000, 60000, &src), 60000);
+    assert_source(src, FROM_DEFAULT);
+    ASSERT_I64(cooldown(hdrs(NULL), NOW, -5, 60000, &src), 0);
+    ASSERT_I64(cooldown(hdrs(NULL), NOW, INT64_MIN, 60000, &src), 0);
+    ASSERT_I64(cooldown(hdrs("retry-after-ms", "5", NULL), NOW,
+                        5000, 0, &src), 0);
+    ASSERT_I64(cooldown(hdrs("retry-after-ms", "5", NULL), NOW,
+                        5000, -10, &src), 0);
 }
 
 static void test_source_and_edges(void **state)
 {
-    aib_cooldown_source_e src = AIB_COOLDOWN_RETRY_AFTER;
+    const char *src = "unset";
 
     (void)state;
     /* source may be NULL. */
-    ASSERT_I64(aib_cooldown_ms(hdrs("Retry-After", "3", NULL), NOW, 5000,
-                               60000, NULL), S(3));
+    ASSERT_I64(cooldown(hdrs("Retry-After", "3", NULL), NOW, 5000,
+                        60000, NULL), S(3));
     /* No headers at all: the default, and source is reset to DEFAULT. */
-    ASSERT_I64(aib_cooldown_ms(hdrs(NULL), NOW, 5000, 60000, &src), 5000);
-    assert_int_equal(src, AIB_COOLDOWN_DEFAULT);
-    src = AIB_COOLDOWN_RETRY_AFTER;
-    ASSERT_I64(aib_cooldown_ms(NULL, NOW, 5000, 60000, &src), 5000);
-    assert_int_equal(src, AIB_COOLDOWN_DEFAULT);
+    ASSERT_I64(cooldown(hdrs(NULL), NOW, 5000, 60000, &src), 5000);
+    assert_source(src, FROM_DEFAULT);
+    src = "unset";
+    ASSERT_I64(cooldown(NULL, NOW, 5000, 60000, &src), 5000);
+    assert_source(src, FROM_DEFAULT);
     /* Header names are case-insensitive. */
     COOL(hdrs("RETRY-AFTER-MS", "250", NULL), 250,
-         AIB_COOLDOWN_RETRY_AFTER_MS);
-    COOL(hdrs("retry-after", "4", NULL), S(4), AIB_COOLDOWN_RETRY_AFTER);
+         FROM_RETRY_AFTER_MS);
+    COOL(hdrs("retry-after", "4", NULL), S(4), FROM_RETRY_AFTER);
     COOL(hdrs("X-RateLimit-Reset-Tokens", "1m",
               "X-RateLimit-Remaining-Tokens", "0",
               "X-RateLimit-Reset-Requests", "2m", NULL),
-         MIN(1), AIB_COOLDOWN_OPENAI_RESET);
+         MIN(1), FROM_OPENAI_RESET);
     COOL(hdrs("Anthropic-RateLimit-Tokens-Reset", "2026-11-25T12:00:30Z",
-              NULL), S(30), AIB_COOLDOWN_ANTHROPIC_RESET);
+              NULL), S(30), FROM_ANTHROPIC_RESET);
+}
+
+static void test_only_the_resets_given(void **state)
+{
+    const aib_reset_headers_t *openai_only[] = { aib_provider_openai.reset_headers, NULL };
+    apr_table_t *t = hdrs("anthropic-ratelimit-tokens-reset", "2026-11-25T12:00:30Z", NULL);
+    const char *src = "unset";
+
+    (void)state;
+    /* Reset headers no description lists are not read. */
+    ASSERT_I64(aib_cooldown_ms(t, openai_only, NOW, 5000, H(1), &src), 5000);
+    assert_source(src, FROM_DEFAULT);
+    ASSERT_I64(aib_cooldown_ms(t, NULL, NOW, 5000, H(1), &src), 5000);
+    assert_source(src, FROM_DEFAULT);
+    apr_table_set(t, "x-ratelimit-reset-tokens", "2s");
+    ASSERT_I64(aib_cooldown_ms(t, openai_only, NOW, 5000, H(1), &src), S(2));
+    assert_source(src, FROM_OPENAI_RESET);
 }
 
 static void test_extreme_clock(void **state)
 {
-    aib_cooldown_source_e src;
+    const char *src;
 
     (void)state;
     /* Subtractions against an absurd clock saturate instead of
@@ -754,11 +795,11 @@ static void test_extreme_clock(void **state)
         }
     }
     RA_OK_AT(-1, "Thu, 01 Jan 1970 00:00:00 GMT", 1);
-    ASSERT_I64(aib_cooldown_ms(hdrs("anthropic-ratelimit-tokens-reset",
+    ASSERT_I64(cooldown(hdrs("anthropic-ratelimit-tokens-reset",
                                     "2026-11-25T12:00:30Z", NULL),
                                INT64_MIN, 5000, 60000, &src), 60000);
-    assert_int_equal(src, AIB_COOLDOWN_ANTHROPIC_RESET);
-    ASSERT_I64(aib_cooldown_ms(hdrs("anthropic-ratelimit-tokens-reset",
+    assert_source(src, FROM_ANTHROPIC_RESET);
+    ASSERT_I64(cooldown(hdrs("anthropic-ratelimit-tokens-reset",
                                     "2026-11-25T12:00:30Z", NULL),
                                INT64_MAX, 5000, 60000, &src), 0);
 }
@@ -789,6 +830,7 @@ int main(void)
         cmocka_unit_test_teardown(test_anthropic_rules, aib_clear_pool),
         cmocka_unit_test_teardown(test_clamp, aib_clear_pool),
         cmocka_unit_test_teardown(test_source_and_edges, aib_clear_pool),
+        cmocka_unit_test_teardown(test_only_the_resets_given, aib_clear_pool),
         cmocka_unit_test_teardown(test_extreme_clock, aib_clear_pool),
     };
     return AIB_RUN_TESTS(tests);
