@@ -85,7 +85,7 @@ void aib_glue_usage_mutex_child_init(apr_pool_t *pchild, server_rec *s);
 /* What the interception did: request variables for LogFormat, and a line
  * in the usage log. */
 void aib_glue_record(request_rec *r, const aib_interception_t *ic, const aib_agent_t *agent,
-                     const char *id, const char *model, apr_time_t start, apr_size_t bytes_in);
+                     const char *id, apr_time_t start, apr_size_t bytes_in);
 
 /* ---- mod_aibridge_handler.c: requests through the bridge ---- */
 

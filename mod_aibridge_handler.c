@@ -331,7 +331,6 @@ typedef struct {
     const aib_glue_dir_conf_t *dc;
     aib_interception_t ic;
     aib_provider_t *provider;         /* the one the request names, NULL: none */
-    const char *model;                /* the body's, NULL: none or not read */
     apr_size_t body_len;
     refusal_t refusal;                /* when prepare() refused the request */
 } exchange_t;
@@ -396,7 +395,7 @@ static int prepare(exchange_t *ex)
     }
     if (ic->route.kind == AIB_ROUTE_BRIDGED) {
         const char *err = aib_inspect_request(r->pool, body, ex->body_len, &ic->stream,
-                                              &ex->model);
+                                              &ic->model);
         if (err)
             return refuse(ex, AIB_ERROR_INVALID_REQUEST, err,
                           apr_psprintf(r->pool, "bad request: %s", err));
@@ -492,7 +491,7 @@ int aib_glue_handler(request_rec *r)
         aib_stats_end(ex.provider->stats, aib_stat_route(ex.ic.route.name),
                       ex.ic.client_key != NULL, ex.ic.outcome, apr_time_now() - start,
                       ex.ic.attempts);
-    aib_glue_record(r, &ex.ic, &agent, sk.id, ex.model, start, ex.body_len);
+    aib_glue_record(r, &ex.ic, &agent, sk.id, start, ex.body_len);
     if (!sk.started) {
         /* The client left before an answer could be given. */
         r->status = ex.ic.status ? ex.ic.status : HTTP_BAD_REQUEST;

@@ -126,7 +126,7 @@ static json_object *tool_runs_json(const aib_agent_t *agent)
 }
 
 void aib_glue_record(request_rec *r, const aib_interception_t *ic, const aib_agent_t *agent,
-                     const char *id, const char *model, apr_time_t start, apr_size_t bytes_in)
+                     const char *id, apr_time_t start, apr_size_t bytes_in)
 {
     const aib_glue_server_conf_t *sc = aib_glue_server_conf(r->server);
     apr_table_t *env = r->subprocess_env;
@@ -143,8 +143,8 @@ void aib_glue_record(request_rec *r, const aib_interception_t *ic, const aib_age
         apr_table_setn(env, "AIBRIDGE_PROVIDER", ic->provider->name);
     if (ic->route.name)
         apr_table_setn(env, "AIBRIDGE_ROUTE", ic->route.name);
-    if (model)
-        apr_table_setn(env, "AIBRIDGE_MODEL", model);
+    if (ic->model)
+        apr_table_setn(env, "AIBRIDGE_MODEL", ic->model);
     apr_table_setn(env, "AIBRIDGE_STREAM", ic->stream ? "true" : "false");
     apr_table_setn(env, "AIBRIDGE_CREDENTIAL", credential);
     if (ic->attempts)
@@ -178,7 +178,7 @@ void aib_glue_record(request_rec *r, const aib_interception_t *ic, const aib_age
     json_object_object_add(rec, "provider",
                            json_string_or_null(ic->provider ? ic->provider->name : NULL));
     json_object_object_add(rec, "route", json_string_or_null(ic->route.name));
-    json_object_object_add(rec, "model", json_string_or_null(model));
+    json_object_object_add(rec, "model", json_string_or_null(ic->model));
     json_object_object_add(rec, "stream", json_object_new_boolean(ic->stream));
     json_object_object_add(rec, "credential", json_object_new_string(credential));
     json_object_object_add(rec, "key", json_string_or_null(ic->attempts ? ic->key_hint : NULL));

@@ -24,16 +24,9 @@ static void family(aib_buffer_t *b, apr_pool_t *p, const char *name, const char 
  * counts is shown whatever its type says. */
 static int route_applies(const aib_provider_t *pv, int route)
 {
-    const char *type = pv->ops ? pv->ops->type : NULL;
     const char *name = aib_stat_route_names[route];
 
-    if (!strcmp(name, "passthrough") || !type)
-        return 1;
-    if (!strcmp(type, "openai"))
-        return !strcmp(name, "chat") || !strcmp(name, "responses");
-    if (!strcmp(type, "anthropic"))
-        return !strcmp(name, "messages");
-    return 1;
+    return !strcmp(name, "passthrough") || !pv->ops || aib_provider_bridges(pv->ops, name);
 }
 
 static int credential_applies(const aib_provider_t *pv, int credential)

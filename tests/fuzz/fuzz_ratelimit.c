@@ -6,12 +6,15 @@
  * aib_parse_duration and aib_parse_rfc3339; the lines also make the table
  * that aib_cooldown_ms reads, at a realistic time and at one derived from
  * the input (any int64, also negative and extreme), with default and
- * maximum cooldowns likewise. Beyond ASan and UBSan (signed overflow is
- * the classic bug here): waits are never negative, the cooldown stays in
- * [0, max], and the header the source names gives that cooldown. */
+ * maximum cooldowns likewise, with every provider's reset headers. Beyond
+ * ASan and UBSan (signed overflow is the classic bug here): waits are never
+ * negative, the cooldown stays in [0, max], and the header the source
+ * names gives that cooldown. */
+#include <string.h>
 #include <apr_tables.h>
 
 #include "fuzz.h"
+#include "provider.h"
 #include "ratelimit.h"
 
 #define NOW_MS INT64_C(1764072000000) /* 2025-11-25T12:00:00Z */
@@ -38,33 +41,33 @@ static int64_t clamp(int64_t v, int64_t max)
     return v < 0 ? 0 : v > max ? max : v;
 }
 
-static void cooldown(const apr_table_t *t, int64_t now_ms, int64_t def, int64_t max)
+static void cooldown(const apr_table_t *t, const aib_reset_headers_t *const *resets,
+                     int64_t now_ms, int64_t def, int64_t max)
 {
-    aib_cooldown_source_e src;
-    int64_t ms = aib_cooldown_ms(t, now_ms, def, max, &src), v;
+    const char *src;
+    int64_t ms = aib_cooldown_ms(t, resets, now_ms, def, max, &src), v;
+    const aib_reset_headers_t *const *r;
 
     FUZZ_CHECK(ms >= 0 && ms <= (max < 0 ? 0 : max));
-    FUZZ_CHECK(aib_cooldown_ms(t, now_ms, def, max, NULL) == ms);
-    switch (src) {
-    case AIB_COOLDOWN_DEFAULT:
+    FUZZ_CHECK(aib_cooldown_ms(t, resets, now_ms, def, max, NULL) == ms);
+    if (!src) {
         FUZZ_CHECK(ms == clamp(def, max));
-        break;
-    case AIB_COOLDOWN_RETRY_AFTER_MS:
+    }
+    else if (!strcmp(src, "retry-after-ms")) {
         FUZZ_CHECK(aib_parse_retry_after_ms(apr_table_get(t, "retry-after-ms"), &v));
         FUZZ_CHECK(ms == clamp(v, max));
-        break;
-    case AIB_COOLDOWN_RETRY_AFTER:
+    }
+    else if (!strcmp(src, "Retry-After")) {
         FUZZ_CHECK(!aib_parse_retry_after_ms(apr_table_get(t, "retry-after-ms"), &v));
         FUZZ_CHECK(aib_parse_retry_after(apr_table_get(t, "retry-after"), now_ms, &v));
         FUZZ_CHECK(ms == clamp(v, max));
-        break;
-    case AIB_COOLDOWN_OPENAI_RESET:
-    case AIB_COOLDOWN_ANTHROPIC_RESET:
+    }
+    else {
         FUZZ_CHECK(!aib_parse_retry_after_ms(apr_table_get(t, "retry-after-ms"), &v));
         FUZZ_CHECK(!aib_parse_retry_after(apr_table_get(t, "retry-after"), now_ms, &v));
-        break;
-    default:
-        FUZZ_CHECK(!"unknown cooldown source");
+        for (r = resets; *r && strcmp((*r)->name, src); r++)
+            ;
+        FUZZ_CHECK(*r != NULL);   /* one of the reset headers given */
     }
 }
 
@@ -72,6 +75,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     apr_pool_t *pool = fuzz_pool();
     apr_table_t *t = apr_table_make(pool, 8);
+    const aib_reset_headers_t *const *resets = aib_provider_reset_headers(pool);
     char *s = fuzz_strdup(data, size), *line, *next, *colon, *end;
     uint64_t h = fuzz_hash(data, size), seed = h;
     int64_t now_any = (int64_t)fuzz_next(&seed);
@@ -98,11 +102,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         apr_table_add(t, line, colon + 1);
     }
 
-    cooldown(t, NOW_MS, 60000, 3600000);
-    cooldown(t, now_any, 60000, 3600000);
-    cooldown(t, NOW_MS, (int64_t)fuzz_next(&seed), (int64_t)fuzz_next(&seed));
-    cooldown(t, now_any, (int64_t)fuzz_next(&seed), (int64_t)(fuzz_next(&seed) % 100000));
-    cooldown(NULL, now_any, 1000, 5000);
+    cooldown(t, resets, NOW_MS, 60000, 3600000);
+    cooldown(t, resets, now_any, 60000, 3600000);
+    cooldown(t, resets, NOW_MS, (int64_t)fuzz_next(&seed), (int64_t)fuzz_next(&seed));
+    cooldown(t, resets, now_any, (int64_t)fuzz_next(&seed),
+             (int64_t)(fuzz_next(&seed) % 100000));
+    cooldown(NULL, resets, now_any, 1000, 5000);
     free(s);
     apr_pool_destroy(pool);
     return 0;
