@@ -8,6 +8,7 @@
 #include <apr_pools.h>
 #include <apr_tables.h>
 
+#include "json_helpers.h"
 #include "keypool.h"
 
 typedef enum {
@@ -85,16 +86,8 @@ int aib_error_status(aib_error_kind_e kind);
 /* The key from "Authorization: Bearer <key>", or NULL. */
 const char *aib_bearer_key(const apr_table_t *headers);
 
-/* Whether the JSON object `body` has a string <object>.<member> (or
- * <member> at the top level when object is NULL) equal to `value`. */
-int aib_json_member_is(const char *body, apr_size_t len, const char *object,
-                       const char *member, const char *value);
-
 /* The HTTP status a key fault stands for (429, 401, 403), so that an error
  * event in a stream fails over only where that status would. */
 int aib_fault_status(aib_fault_e fault);
-
-/* `text` as a JSON string literal, quotes included. */
-const char *aib_json_quote(apr_pool_t *p, const char *text);
 
 #endif
