@@ -93,6 +93,18 @@ const char *aib_json_string(json_object *obj, const char *key)
     return v ? json_object_get_string(v) : NULL;
 }
 
+const char *aib_json_strdup(apr_pool_t *p, json_object *obj, const char *key)
+{
+    const char *v = aib_json_string(obj, key);
+
+    return v ? apr_pstrdup(p, v) : NULL;
+}
+
+void aib_json_set_string(json_object *obj, const char *key, const char *value)
+{
+    json_object_object_add(obj, key, json_object_new_string(value ? value : ""));
+}
+
 int aib_json_string_is(json_object *s, const char *value)
 {
     return s && json_object_is_type(s, json_type_string)
@@ -125,6 +137,23 @@ int aib_json_member_is(const char *body, apr_size_t len, const char *object,
     json_object_put(root);
     json_tokener_free(tok);
     return match;
+}
+
+int aib_json_set_int(json_object *obj, const char *key, int64_t n, int add)
+{
+    json_object *v;
+
+    if (!obj)
+        return 0;
+    if (json_object_object_get_ex(obj, key, &v)) {
+        if (json_object_is_type(v, json_type_int) && json_object_get_int64(v) == n)
+            return 0;
+    }
+    else if (!add) {
+        return 0;
+    }
+    json_object_object_add(obj, key, json_object_new_int64(n));
+    return 1;
 }
 
 const char *aib_json_text(apr_pool_t *p, json_object *obj)

@@ -5,6 +5,7 @@
 #ifndef AIB_JSON_HELPERS_H
 #define AIB_JSON_HELPERS_H
 
+#include <stdint.h>
 #include <apr_pools.h>
 #include <json.h>
 
@@ -38,6 +39,12 @@ json_object *aib_json_member(json_object *obj, const char *key, json_type type);
 /* The string member `key` of obj, or NULL (obj's own storage). */
 const char *aib_json_string(json_object *obj, const char *key);
 
+/* A copy in p of the string member `key` of obj, or NULL. */
+const char *aib_json_strdup(apr_pool_t *p, json_object *obj, const char *key);
+
+/* Sets obj's member key to the string value ("" for NULL). */
+void aib_json_set_string(json_object *obj, const char *key, const char *value);
+
 /* Whether s is a JSON string equal to value. */
 int aib_json_string_is(json_object *s, const char *value);
 
@@ -48,6 +55,10 @@ int aib_str_is(const char *a, const char *b);
  * <member> at the top level when object is NULL) equal to `value`. */
 int aib_json_member_is(const char *body, apr_size_t len, const char *object,
                        const char *member, const char *value);
+
+/* Sets obj's integer member key to n; 1 if that changed it. A member obj
+ * does not have is only added when `add`. NULL obj: nothing. */
+int aib_json_set_int(json_object *obj, const char *key, int64_t n, int add);
 
 /* obj as AIB_JSON_FLAGS text, copied into p; NULL when json-c fails. */
 const char *aib_json_text(apr_pool_t *p, json_object *obj);

@@ -1,5 +1,6 @@
 /* What differs between providers: routes, how a key is sent, error shapes,
- * stream error events, which failures are a key's fault. The bridge knows
+ * which failures are a key's fault. How streams end and carry errors is
+ * the wire format's (format.h). The bridge knows
  * providers only through this table, so a new provider is one new file. */
 #ifndef AIB_PROVIDER_H
 #define AIB_PROVIDER_H
@@ -17,9 +18,13 @@ typedef enum {
     AIB_ROUTE_PASSTHROUGH    /* forwarded as it is */
 } aib_route_kind_e;
 
+/* A wire format (format.h). */
+typedef struct aib_format aib_format_t;
+
 typedef struct {
     aib_route_kind_e kind;
-    const char *name;        /* "chat", "responses", "messages", "passthrough" */
+    const char *name;        /* the format's name, or "passthrough" */
+    const aib_format_t *format;  /* the wire format of a bridged route; NULL: passthrough */
     const char *allow;       /* methods served on this path, for 405 */
     int method_allowed;
 } aib_route_t;
@@ -58,20 +63,19 @@ typedef struct aib_provider_ops {
     const char *(*client_key)(const apr_table_t *client_headers);
     /* JSON error body in the provider's shape. */
     const char *(*error_body)(apr_pool_t *p, aib_error_kind_e kind, const char *message);
-    /* A complete SSE frame reporting an error mid-stream. `sequence` is the
-     * number the next event would have carried (Responses). */
-    const char *(*stream_error)(apr_pool_t *p, const aib_route_t *route,
-                                aib_error_kind_e kind, const char *message,
-                                int64_t sequence);
+    /* The provider's code (or type) name of an error kind, for formats
+     * whose stream errors carry it outside an error body. */
+    const char *(*error_code)(aib_error_kind_e kind);
     /* Whether a failover status (429/401/403...) with this body is the
      * key's fault, and how. */
     aib_fault_e (*classify)(int status, const char *body, apr_size_t len);
-    /* Whether an SSE event ends the stream (the last event of a complete
-     * answer, or an error the upstream reported itself). */
-    int (*stream_complete)(const char *event, const char *data);
     /* Whether the first event of a 2xx stream is really a key's failure
      * (an error event saying rate limit, bad key...): AIB_FAULT_NONE if not. */
     aib_fault_e (*stream_fault)(const char *event, const char *data, apr_size_t len);
+    /* The wire formats its routes speak, NULL-terminated; the first is how
+     * a passthrough stream reports an error, and a passthrough stream ends
+     * where any of them would. */
+    const aib_format_t *const *formats;
 } aib_provider_ops_t;
 
 extern const aib_provider_ops_t aib_provider_openai;
