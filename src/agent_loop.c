@@ -306,7 +306,8 @@ static void run_blocking(loop_t *L, const char *body, apr_size_t len)
             answer(L, h.status, h.headers, h.body.data, h.body.len);
             return;
         }
-        err = aib_agent_calls(L->pool, L->format, h.body.data, h.body.len, L->injected, NULL, &calls);
+        err = aib_agent_calls(L->pool, L->format, h.body.data, h.body.len, L->injected, NULL,
+                              &calls);
         if (err) {
             logf_(L, AIB_LOG_WARNING, "answer not understood by the tool loop (%s): relayed",
                   err);

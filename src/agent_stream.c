@@ -10,26 +10,15 @@
  *   re-serialised (plain, no slash escapes).
  * - The end of an iteration that stops for injected calls (Chat finish and
  *   usage chunks and [DONE], Anthropic message_delta and message_stop,
- *   Responses response.completed) is dropped: the next iteration's end,
- *   through relay_end(), writes the summed usage.
+ *   Responses response.completed) is dropped: the next iteration's end
+ *   carries the summed usage (aib_stream_sum_usage, written through the
+ *   format's usage fields).
  * - Usage: each iteration is read with aib_usage_from_event into its own
  *   record and added to the total when it ends. Input tokens are summed as
  *   each upstream call reports (and bills) them, although every call
  *   re-sends the conversation: the total is what the provider charged.
- *   Anthropic: the first message_start goes out as it came (the only one
- *   the client sees); the final message_delta carries the summed
- *   output_tokens and, once there was more than one iteration, the summed
- *   input_tokens and cache counts, which the SDKs take over message_start's.
- *   Only values that differ are written, so one iteration stays unchanged.
- * - Chat: only choices[0] is followed (the loop asks for n=1). Client tool
- *   calls keep consecutive indices once injected ones are taken out; a
- *   chunk left with nothing in it is dropped.
- * - Responses: output_index of relayed items and sequence_number of every
- *   event are renumbered to run on across iterations; the final
- *   response.completed carries the first response's id and, in `output`,
- *   the relayed items of every iteration.
- * - Anthropic: content block indices of relayed blocks run on across
- *   iterations; held tool_use blocks take none.
+ * - How each format's events are followed, renumbered and summed is said
+ *   in its format file.
  * - Memory: what is kept (call arguments, the assistant turn, items) is
  *   counted against max_held; an iteration's data lives in
  *   a pool cleared when the next iteration begins. */
@@ -61,8 +50,9 @@ int aib_stream_charge(aib_agent_stream_t *s, apr_size_t n)
     s->held_bytes += n;
     if (s->held_bytes + s->kept > s->max_held)
         return aib_stream_fail(s, AIB_AGENT_TOO_LARGE,
-                    apr_psprintf(s->pool, "the agentic loop held back more than %"
-                                 APR_SIZE_T_FMT " bytes of the stream", s->max_held));
+                               apr_psprintf(s->pool, "the agentic loop held back more than %"
+                                            APR_SIZE_T_FMT " bytes of the stream",
+                                            s->max_held));
     return 0;
 }
 

@@ -53,15 +53,25 @@ int aib_format_usage_write(const aib_format_t *f, json_object *usage, const aib_
     return changed;
 }
 
+int aib_format_spoken_by(const aib_format_t *f, const aib_provider_ops_t *provider)
+{
+    const aib_format_t *const *spoken;
+
+    for (spoken = provider->formats; *spoken; spoken++)
+        if (*spoken == f)
+            return 1;
+    return 0;
+}
+
 int aib_route_stream_complete(const aib_route_t *route, const aib_provider_ops_t *provider,
                               const char *event, const char *data)
 {
-    const aib_format_t *const *f;
+    const aib_format_t *const *spoken;
 
     if (route->format)
         return route->format->stream_complete(event, data);
-    for (f = provider->formats; *f; f++)
-        if ((*f)->stream_complete(event, data))
+    for (spoken = provider->formats; *spoken; spoken++)
+        if ((*spoken)->stream_complete(event, data))
             return 1;
     return 0;
 }

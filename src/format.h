@@ -148,6 +148,9 @@ int aib_format_usage_write(const aib_format_t *f, json_object *usage, const aib_
 #define AIB_COUNT_ALL 0xffu
 #define AIB_COUNT_BIT(c) (1u << (c))
 
+/* Whether `provider` speaks format f (has a route in it). */
+int aib_format_spoken_by(const aib_format_t *f, const aib_provider_ops_t *provider);
+
 /* Whether an SSE event ends a stream of `route`: as its format says, or
  * for a passthrough as any format the provider speaks would. */
 int aib_route_stream_complete(const aib_route_t *route, const aib_provider_ops_t *provider,

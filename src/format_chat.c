@@ -55,7 +55,7 @@ static void add_chat_tools(aib_usage_t *u, apr_pool_t *pool, json_object *root,
     n = json_object_array_length(choices);
     for (i = 0; i < n; i++) {
         json_object *msg = aib_json_member(json_object_array_get_idx(choices, i), part,
-                                  json_type_object);
+                                           json_type_object);
         json_object *calls = aib_json_member(msg, "tool_calls", json_type_array);
 
         if (!calls)
@@ -63,7 +63,7 @@ static void add_chat_tools(aib_usage_t *u, apr_pool_t *pool, json_object *root,
         m = json_object_array_length(calls);
         for (j = 0; j < m; j++) {
             json_object *fn = aib_json_member(json_object_array_get_idx(calls, j),
-                                     "function", json_type_object);
+                                              "function", json_type_object);
             aib_usage_add_tool(u, pool, aib_json_member(fn, "name", json_type_string));
         }
     }
@@ -550,7 +550,8 @@ static int chat_calls(aib_agent_stream_t *s, json_object *delta, json_object *ca
             p->id = aib_stream_take_string(s, aib_json_member(frag, "id", json_type_string));
         if (!p->name && aib_json_member(fn, "name", json_type_string))
             p->name = aib_stream_take_string(s, aib_json_member(fn, "name", json_type_string));
-        rc = aib_stream_append_string(s, &p->text, aib_json_member(fn, "arguments", json_type_string));
+        rc = aib_stream_append_string(s, &p->text,
+                                      aib_json_member(fn, "arguments", json_type_string));
         if (p->withheld) {
             (*removed)++;
             continue;
@@ -614,7 +615,8 @@ static int chat_filter_event(aib_agent_stream_t *s, const char *event, const cha
         changed |= removed > 0;
     }
     if (!rc)
-        rc = aib_stream_append_string(s, &s->text, aib_json_member(delta, "content", json_type_string));
+        rc = aib_stream_append_string(s, &s->text,
+                                      aib_json_member(delta, "content", json_type_string));
     finish = aib_json_string(choice, "finish_reason");
     if (aib_str_is(finish, "tool_calls") && s->injected && !s->client_tools)
         s->tool_turn = 1;

@@ -237,7 +237,8 @@ static int messages_block(aib_agent_stream_t *s, const char *type, json_object *
         const char *btype = aib_json_string(block, "type");
 
         p = aib_stream_new_part(s, up);
-        if (aib_str_is(btype, "tool_use") && aib_stream_injected_name(s, aib_json_string(block, "name"))) {
+        if (aib_str_is(btype, "tool_use")
+            && aib_stream_injected_name(s, aib_json_string(block, "name"))) {
             p->withheld = 1;
             s->injected++;
             p->id = aib_stream_take_string(s, aib_json_member(block, "id", json_type_string));
@@ -256,20 +257,25 @@ static int messages_block(aib_agent_stream_t *s, const char *type, json_object *
         return 0;   /* a block we never saw start: relayed as it is */
     delta = aib_json_member(root, "delta", json_type_object);
     if (aib_str_is(type, "content_block_delta")) {
+        /* Which member of which delta type grows which text of the block. */
+        static const struct {
+            const char *type, *member;
+            int signature;
+        } grows[] = {
+            { "text_delta", "text", 0 },
+            { "thinking_delta", "thinking", 0 },
+            { "input_json_delta", "partial_json", 0 },
+            { "signature_delta", "signature", 1 },
+        };
         const char *dtype = aib_json_string(delta, "type");
+        size_t i;
 
-        if (aib_str_is(dtype, "text_delta") && aib_stream_append_string(s, &p->text,
-                                                     aib_json_member(delta, "text", json_type_string)))
-            return 1;
-        if (aib_str_is(dtype, "thinking_delta")
-            && aib_stream_append_string(s, &p->text, aib_json_member(delta, "thinking", json_type_string)))
-            return 1;
-        if (aib_str_is(dtype, "input_json_delta")
-            && aib_stream_append_string(s, &p->text, aib_json_member(delta, "partial_json", json_type_string)))
-            return 1;
-        if (aib_str_is(dtype, "signature_delta")
-            && aib_stream_append_string(s, &p->signature, aib_json_member(delta, "signature", json_type_string)))
-            return 1;
+        for (i = 0; i < sizeof(grows) / sizeof(grows[0]); i++)
+            if (aib_str_is(dtype, grows[i].type)
+                && aib_stream_append_string(s, grows[i].signature ? &p->signature : &p->text,
+                                            aib_json_member(delta, grows[i].member,
+                                                            json_type_string)))
+                return 1;
     }
     *drop = p->withheld;
     if (!p->withheld)
@@ -303,10 +309,13 @@ static int messages_filter_event(aib_agent_stream_t *s, const char *event, const
         return drop ? 0 : aib_stream_send_json(s, event, root, changed, data, len);
     }
     if (aib_str_is(type, "message_delta")) {
-        if (aib_str_is(aib_json_string(aib_json_member(root, "delta", json_type_object), "stop_reason"), "tool_use")
-            && s->injected && !s->client_tools)
+        const char *stop = aib_json_string(aib_json_member(root, "delta", json_type_object),
+                                           "stop_reason");
+
+        if (aib_str_is(stop, "tool_use") && s->injected && !s->client_tools)
             s->tool_turn = 1;
-        return s->tool_turn ? 0 : aib_stream_send_json(s, event, root, messages_usage(s, root), data, len);
+        return s->tool_turn ? 0 : aib_stream_send_json(s, event, root, messages_usage(s, root),
+                                                       data, len);
     }
     if (aib_str_is(type, "message_stop")) {
         s->ended = 1;

@@ -242,7 +242,7 @@ static const char *responses_turn_as_response(apr_pool_t *p, const char *assista
 /* Responses: every relayed event takes the next sequence number; the
  * first keeps its own, so the numbers start where the upstream's did. */
 static int send_numbered(aib_agent_stream_t *s, const char *event, json_object *root,
-                   int changed, const char *data, apr_size_t len)
+                         int changed, const char *data, apr_size_t len)
 {
     json_object *seq = aib_json_member(root, "sequence_number", json_type_int);
 
@@ -345,7 +345,8 @@ static int responses_item(aib_agent_stream_t *s, const char *type, json_object *
         if (p->withheld) {
             p->id = aib_stream_take_string(s, aib_json_member(item, "call_id", json_type_string));
             p->name = aib_stream_take_string(s, aib_json_member(item, "name", json_type_string));
-            if (aib_stream_append_string(s, &p->text, aib_json_member(item, "arguments", json_type_string)))
+            if (aib_stream_append_string(s, &p->text,
+                                         aib_json_member(item, "arguments", json_type_string)))
                 return 1;
         }
     }
@@ -374,8 +375,8 @@ static int responses_filter_event(aib_agent_stream_t *s, const char *event, cons
         if (s->iteration)
             return 0;
         if (!s->first_id)
-            s->first_id = apr_pstrdup(s->pool, aib_json_string(aib_json_member(root, "response",
-                                                                json_type_object), "id"));
+            s->first_id = apr_pstrdup(s->pool, aib_json_string(
+                aib_json_member(root, "response", json_type_object), "id"));
         return send_numbered(s, event, root, 0, data, len);
     }
     if (is_responses_end(type)) {
@@ -386,7 +387,9 @@ static int responses_filter_event(aib_agent_stream_t *s, const char *event, cons
         }
         if (send_numbered(s, event, root, responses_end(s, root), data, len))
             return 1;
-        return aib_str_is(type, "response.failed") ? aib_stream_fail(s, AIB_AGENT_ERROR, aib_stream_error_message(root)) : 0;
+        if (aib_str_is(type, "response.failed"))
+            return aib_stream_fail(s, AIB_AGENT_ERROR, aib_stream_error_message(root));
+        return 0;
     }
     if (aib_json_member(root, "output_index", json_type_int)) {
         if (responses_item(s, type, root, &changed, &drop))

@@ -224,6 +224,44 @@ static void test_kind(void **state)
     assert_null(aib_format_find(NULL));
 }
 
+/* Every format of the table describes everything: a format added with a
+ * member left out fails here, not in a request. */
+static void test_formats_complete(void **state)
+{
+    int i;
+
+    (void)state;
+    for (i = 0; i < AIB_FORMAT_COUNT; i++) {
+        const aib_format_t *f = aib_formats[i];
+
+        assert_non_null(f->name);
+        assert_ptr_equal(aib_format_find(f->name), f);
+        assert_non_null(f->usage_fields);
+        assert_non_null(f->usage_fields[0].member);
+        assert_non_null(f->usage_event_wanted);
+        assert_non_null(f->usage_from_event);
+        assert_non_null(f->tools_from_body);
+        /* Asking for usage and taking it back go together. */
+        assert_int_equal(!f->stream_usage_ask, !f->stream_usage_strip);
+        assert_non_null(f->stream_complete);
+        assert_non_null(f->stream_error);
+        assert_non_null(f->keepalive);
+        assert_non_null(f->tool_choice_none);
+        assert_non_null(f->tool_entry);
+        assert_non_null(f->client_tool_name);
+        assert_non_null(f->serial_tool_calls);
+        assert_non_null(f->call_array);
+        assert_non_null(f->read_call);
+        assert_non_null(f->history);
+        assert_non_null(f->append_turn);
+        assert_non_null(f->append_result);
+        assert_non_null(f->no_calls_left);
+        assert_non_null(f->turn_as_response);
+        assert_non_null(f->filter_event);
+        assert_non_null(f->filter_assistant);
+    }
+}
+
 static void test_init(void **state)
 {
     apr_pool_t *pool = new_pool();
@@ -1604,6 +1642,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kind),
+        cmocka_unit_test(test_formats_complete),
         cmocka_unit_test(test_init),
         cmocka_unit_test(test_chat_blocking),
         cmocka_unit_test(test_responses_blocking),
