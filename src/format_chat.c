@@ -654,7 +654,7 @@ static const char *chat_filter_assistant(aib_agent_stream_t *s, apr_pool_t *p)
         }
         json_object_object_add(msg, "tool_calls", calls);
     }
-    out = apr_pstrdup(p, json_object_to_json_string_ext(msg, AIB_JSON_FLAGS));
+    out = aib_json_text(p, msg);
     json_object_put(msg);
     return out;
 }

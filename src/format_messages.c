@@ -365,7 +365,7 @@ static const char *messages_filter_assistant(aib_agent_stream_t *s, apr_pool_t *
     }
     json_object_object_add(msg, "role", json_object_new_string("assistant"));
     json_object_object_add(msg, "content", content);
-    out = apr_pstrdup(p, json_object_to_json_string_ext(msg, AIB_JSON_FLAGS));
+    out = aib_json_text(p, msg);
     json_object_put(msg);
     return out;
 }
