@@ -54,10 +54,9 @@ static void messages_usage_from_event(aib_usage_t *u, apr_pool_t *pool, const ch
                        aib_json_member(root, "usage", json_type_object));
     }
     else if (aib_str_is(type, "content_block_start")) {
-        json_object *block = aib_json_member(root, "content_block", json_type_object);
-
-        if (aib_str_is(aib_json_string(block, "type"), "tool_use"))
-            aib_usage_add_tool(u, pool, aib_json_member(block, "name", json_type_string));
+        aib_usage_add_typed_tool(u, pool,
+                                 aib_json_member(root, "content_block", json_type_object),
+                                 "tool_use");
     }
 }
 

@@ -56,10 +56,8 @@ static void responses_usage_from_event(aib_usage_t *u, apr_pool_t *pool, const c
                                        "usage", json_type_object));
     }
     else if (aib_str_is(type, "response.output_item.added")) {
-        json_object *item = aib_json_member(root, "item", json_type_object);
-
-        if (aib_str_is(aib_json_string(item, "type"), "function_call"))
-            aib_usage_add_tool(u, pool, aib_json_member(item, "name", json_type_string));
+        aib_usage_add_typed_tool(u, pool, aib_json_member(root, "item", json_type_object),
+                                 "function_call");
     }
 }
 

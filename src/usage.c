@@ -99,20 +99,20 @@ void aib_usage_add_tool(aib_usage_t *u, apr_pool_t *pool, json_object *name)
     *(const char **)apr_array_push(u->tools) = apr_pstrdup(u->tools->pool, s);
 }
 
+void aib_usage_add_typed_tool(aib_usage_t *u, apr_pool_t *pool, json_object *item,
+                              const char *type)
+{
+    if (aib_json_string_is(aib_json_member(item, "type", json_type_string), type))
+        aib_usage_add_tool(u, pool, aib_json_member(item, "name", json_type_string));
+}
+
 void aib_usage_add_typed_tools(aib_usage_t *u, apr_pool_t *pool, json_object *array,
                                const char *type)
 {
-    size_t i, n;
+    size_t i, n = array ? json_object_array_length(array) : 0;
 
-    if (!array)
-        return;
-    n = json_object_array_length(array);
-    for (i = 0; i < n; i++) {
-        json_object *item = json_object_array_get_idx(array, i);
-
-        if (aib_json_string_is(aib_json_member(item, "type", json_type_string), type))
-            aib_usage_add_tool(u, pool, aib_json_member(item, "name", json_type_string));
-    }
+    for (i = 0; i < n; i++)
+        aib_usage_add_typed_tool(u, pool, json_object_array_get_idx(array, i), type);
 }
 
 /* ------------------------------------------------------------------ */

@@ -33,7 +33,9 @@ int64_t aib_count_add(int64_t a, int64_t b);
 /* A blocking JSON response, fed in pieces as it is relayed. Bodies larger
  * than max_bytes, and bodies that are not one strict JSON object (RFC 8259:
  * no comments, NaN or single quotes; whitespace around it), are not read
- * (usage stays unseen). */
+ * (usage stays unseen); nor is anything with a NULL format (passthrough).
+ * What is read where is the format's (format.h: usage_fields,
+ * tools_from_body). */
 typedef struct aib_usage_reader aib_usage_reader_t;
 aib_usage_reader_t *aib_usage_reader_create(apr_pool_t *pool, const aib_format_t *format,
                                             aib_usage_t *u, apr_size_t max_bytes);
@@ -66,6 +68,10 @@ void aib_usage_read(aib_usage_t *u, const aib_format_t *format, json_object *usa
 
 /* Adds a tool name (nothing if `name` is not a string). */
 void aib_usage_add_tool(aib_usage_t *u, apr_pool_t *pool, json_object *name);
+
+/* Adds item's "name" if its "type" is `type`. */
+void aib_usage_add_typed_tool(aib_usage_t *u, apr_pool_t *pool, json_object *item,
+                              const char *type);
 
 /* Adds the names of the items of `array` whose "type" is `type`. */
 void aib_usage_add_typed_tools(aib_usage_t *u, apr_pool_t *pool, json_object *array,

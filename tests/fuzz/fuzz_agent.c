@@ -1,4 +1,4 @@
-/* libFuzzer target: the agentic loop's JSON transforms (src/agent.c).
+/* libFuzzer target: the agentic loop's JSON transforms (src/agent_body.c).
  *
  * The input is read as a request body, a response body and an injected
  * tool's inputSchema, for each route (and none). Nothing may crash, and

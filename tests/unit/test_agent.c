@@ -1,4 +1,4 @@
-/* Unit tests for the agentic loop's JSON transforms (src/agent.c).
+/* Unit tests for the agentic loop's JSON transforms (src/agent_body.c).
  *
  * Every body produced is compared whole with the expected JSON (parsed on
  * both sides, json_object_equal: members in any order, arrays in order),
