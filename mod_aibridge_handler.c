@@ -402,9 +402,9 @@ static int prepare(exchange_t *ex)
     }
     ic->body = body;
     ic->body_len = ex->body_len;
-    if (ic->stream && !strcmp(ic->route.name, "chat"))
-        ic->body = aib_usage_inject(r->pool, body, ex->body_len, &ic->body_len,
-                                    &ic->strip_usage);
+    if (ic->stream)
+        ic->body = aib_usage_request(r->pool, ic->route.format, body, ex->body_len,
+                                     &ic->body_len, &ic->strip_usage);
     ic->headers = aib_upstream_request_headers(r->pool, r->headers_in);
     ic->url = apr_pstrcat(r->pool, pv->base_url, ap_escape_uri(r->pool, path),
                           r->args ? "?" : "", r->args ? r->args : "", NULL);

@@ -3,7 +3,7 @@
 #include <json.h>
 #include <apr_strings.h>
 
-#include "agent.h"
+#include "agent_body.h"
 #include "agent_loop.h"
 #include "agent_stream.h"
 #include "buffer.h"
@@ -18,7 +18,7 @@
 typedef struct {
     aib_interception_t *ic;
     aib_agent_t *agent;
-    aib_usage_kind_e kind;
+    const aib_format_t *format;
     apr_pool_t *pool;
     const aib_sink_t *client;
     apr_array_header_t *injected;      /* aib_agent_tool_t */
@@ -96,6 +96,7 @@ static void iterate(loop_t *L, const char *body, apr_size_t len, const aib_sink_
     sub->body = body;
     sub->body_len = len;
     sub->stream = ic->stream;
+    sub->model = ic->model;
     sub->client_key = ic->client_key;
     /* A stream's usage is hidden by the filter, which sums it first. */
     sub->strip_usage = ic->stream ? 0 : ic->strip_usage;
@@ -262,7 +263,7 @@ static void answer_final(loop_t *L, const held_t *h, const char *body, apr_size_
 {
     const char *out;
     apr_size_t out_len;
-    const char *err = aib_agent_usage_rewrite(L->pool, L->kind, body, len, before, &out,
+    const char *err = aib_agent_usage_rewrite(L->pool, L->format, body, len, before, &out,
                                               &out_len);
 
     if (err) {
@@ -306,7 +307,8 @@ static void run_blocking(loop_t *L, const char *body, apr_size_t len)
             answer(L, h.status, h.headers, h.body.data, h.body.len);
             return;
         }
-        err = aib_agent_calls(L->pool, L->kind, h.body.data, h.body.len, L->injected, NULL, &calls);
+        err = aib_agent_calls(L->pool, L->format, h.body.data, h.body.len, L->injected, NULL,
+                              &calls);
         if (err) {
             logf_(L, AIB_LOG_WARNING, "answer not understood by the tool loop (%s): relayed",
                   err);
@@ -322,7 +324,7 @@ static void run_blocking(loop_t *L, const char *body, apr_size_t len)
             apr_size_t out_len;
             /* The injected calls are run first; the client gets the calls it can answer. */
             run_tools(L, calls.calls, NULL);
-            err = aib_agent_strip_injected(L->pool, L->kind, h.body.data, h.body.len, L->injected,
+            err = aib_agent_strip_injected(L->pool, L->format, h.body.data, h.body.len, L->injected,
                                            L->client_tools, &out,
                                            &out_len);
             if (err) {
@@ -339,7 +341,7 @@ static void run_blocking(loop_t *L, const char *body, apr_size_t len)
         }
         results = apr_array_make(L->pool, calls.calls->nelts, sizeof(aib_agent_result_t));
         run_tools(L, calls.calls, results);
-        err = aib_agent_continue(L->pool, L->kind, body, len, h.body.data, h.body.len, results, &body, &len);
+        err = aib_agent_continue(L->pool, L->format, body, len, h.body.data, h.body.len, results, &body, &len);
         if (err) {
             logf_(L, AIB_LOG_WARNING, "tool loop cannot continue: %s", err);
             aib_bridge_reject(L->ic, AIB_ERROR_UPSTREAM, "the tool loop cannot continue", NULL,
@@ -452,7 +454,7 @@ static int emit_to_client(void *ctx, const char *frame, apr_size_t len)
 static int keep_alive(loop_t *L)
 {
     apr_size_t len;
-    const char *frame = aib_agent_stream_keepalive(L->kind, &len);
+    const char *frame = aib_agent_stream_keepalive(L->format, &len);
 
     return emit_to_client(L, frame, len);
 }
@@ -472,9 +474,9 @@ static int tool_tick(void *ctx)
 static void stream_error(loop_t *L, aib_agent_stream_t *filter, aib_outcome_e outcome,
                          aib_error_kind_e kind, const char *message)
 {
-    const char *frame = L->ic->provider->ops->stream_error(L->pool, &L->ic->route, kind,
-                                                           message,
-                                                           aib_agent_stream_next_sequence(filter));
+    const char *frame = aib_route_stream_error(L->pool, &L->ic->route, L->ic->provider->ops,
+                                               kind, message,
+                                               aib_agent_stream_next_sequence(filter));
 
     L->ic->outcome = outcome;
     L->client->write(L->client->ctx, frame, strlen(frame), 1);
@@ -503,14 +505,7 @@ static void relay_held_error(loop_t *L, const relay_t *r)
  * for aib_agent_continue. */
 static const char *as_response(loop_t *L, const char *assistant)
 {
-    switch (L->kind) {
-    case AIB_USAGE_CHAT:
-        return apr_pstrcat(L->pool, "{\"choices\":[{\"message\":", assistant, "}]}", NULL);
-    case AIB_USAGE_RESPONSES:
-        return apr_pstrcat(L->pool, "{\"output\":", assistant, "}", NULL);
-    default:
-        return assistant;
-    }
+    return L->format->turn_as_response(L->pool, assistant);
 }
 
 /* The stream's injected calls, as the blocking side names them. */
@@ -535,7 +530,7 @@ static apr_array_header_t *stream_calls(loop_t *L, const aib_agent_turn_t *turn)
 
 static void run_streaming(loop_t *L, const char *body, apr_size_t len)
 {
-    aib_agent_stream_t *filter = aib_agent_stream_create(L->pool, L->kind,
+    aib_agent_stream_t *filter = aib_agent_stream_create(L->pool, L->format,
                                                          AIB_AGENT_TOOL_PREFIX, L->client_tools,
                                                          !L->ic->strip_usage, 0,
                                                          emit_to_client, L);
@@ -592,7 +587,7 @@ static void run_streaming(loop_t *L, const char *body, apr_size_t len)
         results = apr_array_make(L->pool, calls->nelts, sizeof(aib_agent_result_t));
         run_tools(L, calls, results);
         response = as_response(L, turn->assistant);
-        err = aib_agent_continue(L->pool, L->kind, body, len, response, strlen(response),
+        err = aib_agent_continue(L->pool, L->format, body, len, response, strlen(response),
                                  results, &body, &len);
         if (err) {
             logf_(L, AIB_LOG_WARNING, "tool loop cannot continue: %s", err);
@@ -614,7 +609,7 @@ void aib_agent_run(aib_interception_t *ic, aib_agent_t *agent)
     L.agent = agent;
     L.pool = ic->pool;
     L.client = ic->sink;
-    L.kind = aib_usage_kind(ic->route.name);
+    L.format = ic->route.format;
     L.wait.tick = tool_tick;
     L.wait.ctx = &L;
     agent->iterations = 0;
@@ -622,8 +617,8 @@ void aib_agent_run(aib_interception_t *ic, aib_agent_t *agent)
     agent->tool_runs = apr_array_make(ic->pool, 2, sizeof(aib_tool_run_t));
     if (!ic->tried)
         aib_interception_init(ic, ic->pool);
-    err = L.kind == AIB_USAGE_NONE ? "" :
-          aib_agent_inject(L.pool, L.kind, ic->body, ic->body_len, offered_tools(&L), &body,
+    err = !L.format ? "" :
+          aib_agent_inject(L.pool, L.format, ic->body, ic->body_len, offered_tools(&L), &body,
                            &len, &L.injected);
     if (err && *err)
         logf_(&L, AIB_LOG_WARNING, "no tools offered: %s", err);
@@ -631,7 +626,7 @@ void aib_agent_run(aib_interception_t *ic, aib_agent_t *agent)
         aib_bridge_run(ic);
         return;
     }
-    L.client_tools = aib_agent_client_tools(L.pool, L.kind, ic->body, ic->body_len);
+    L.client_tools = aib_agent_client_tools(L.pool, L.format, ic->body, ic->body_len);
     agent->tools_offered = L.injected->nelts;
     if (ic->stream)
         run_streaming(&L, body, len);

@@ -28,13 +28,13 @@
 #include <apr_pools.h>
 #include <apr_tables.h>
 
+#include "format.h"
 #include "usage.h"
 
 /* Held-back data of a stream (tool calls, the assistant turn, Responses
  * output items) beyond which it fails with AIB_AGENT_TOO_LARGE. */
 #define AIB_AGENT_HELD_MAX (8 * 1024 * 1024)
 
-typedef struct aib_agent_stream aib_agent_stream_t;
 
 /* Writes one complete SSE frame to the client. Non-zero: the client is
  * gone (the filter stops). */
@@ -74,15 +74,15 @@ typedef struct {
     aib_usage_t usage;         /* this iteration's alone */
 } aib_agent_turn_t;
 
-/* kind: the route (AIB_USAGE_CHAT, _RESPONSES or _MESSAGES). prefix: the
+/* format: the route's wire format (not NULL). prefix: the
  * names of injected tools start with it; a call of such a name is held
  * unless it is one of `client_tools` (const char *, may be NULL: the
- * client's own tools win). include_usage: a Chat client asked
- * for stream_options.include_usage; the upstream must always be asked for
- * it (the filter sums it), and when the client did not, usage is hidden
- * from it as aib_usage_strip does. max_held: 0 for AIB_AGENT_HELD_MAX.
+ * client's own tools win). include_usage: the client asked for usage
+ * itself (formats with stream_usage_ask: the upstream must always be
+ * asked, the filter sums it; when the client did not, usage is hidden from
+ * it with the format's stream_usage_strip). max_held: 0 for AIB_AGENT_HELD_MAX.
  * Everything lives in pool. */
-aib_agent_stream_t *aib_agent_stream_create(apr_pool_t *pool, aib_usage_kind_e kind,
+aib_agent_stream_t *aib_agent_stream_create(apr_pool_t *pool, const aib_format_t *format,
                                             const char *prefix,
                                             const apr_array_header_t *client_tools,
                                             int include_usage,
@@ -109,8 +109,8 @@ const aib_usage_t *aib_agent_stream_usage(const aib_agent_stream_t *s);
  * error frame the caller adds); 0 before any. */
 int64_t aib_agent_stream_next_sequence(const aib_agent_stream_t *s);
 
-/* The frame that keeps the client's connection alive while tools run: an
- * SSE comment for the OpenAI routes, a ping event for Anthropic. */
-const char *aib_agent_stream_keepalive(aib_usage_kind_e kind, apr_size_t *len);
+/* The frame that keeps the client's connection alive while tools run
+ * (the format's keepalive). */
+const char *aib_agent_stream_keepalive(const aib_format_t *format, apr_size_t *len);
 
 #endif

@@ -3,6 +3,7 @@
 #include <apr_strings.h>
 
 #include "bridge.h"
+#include "format.h"
 #include "headers.h"
 #include "ratelimit.h"
 #include "sse.h"
@@ -42,7 +43,6 @@ typedef struct {
     int rewrite;              /* events re-emitted one by one (reframed, usage hidden) */
     char *frame;              /* emit()'s buffer */
     apr_size_t frame_cap;
-    aib_usage_kind_e usage_kind;
     char *held;
     apr_size_t held_len;
 } attempt_t;
@@ -115,7 +115,7 @@ static int emit(attempt_t *a, const char *event, const char *data, apr_size_t le
     if (!strip)
         return relay(a, a->frame, aib_sse_frame(a->frame, event, data, len));
     out = a->frame + at;
-    if (!aib_usage_strip(data, len, out, &kept))
+    if (!a->ic->route.format->stream_usage_strip(data, len, out, &kept))
         return 0;
     return relay(a, a->frame, aib_sse_frame(a->frame, event, out, kept));
 }
@@ -137,12 +137,12 @@ static int on_event(void *ctx, const char *event, const char *data, apr_size_t l
             return 1;
         }
     }
-    if (ops->stream_complete(event, data))
+    if (aib_route_stream_complete(&a->ic->route, ops, event, data))
         a->complete = 1;
     seq = strstr(data, "\"sequence_number\":");
     if (seq)
         a->sequence = strtoll(seq + 18, NULL, 10);
-    aib_usage_from_event(&a->ic->usage, a->ic->pool, a->usage_kind, event, data, len);
+    aib_usage_from_event(&a->ic->usage, a->ic->pool, a->ic->route.format, event, data, len);
     return a->rewrite ? emit(a, event, data, len) : 0;
 }
 
@@ -177,8 +177,8 @@ static int on_response(void *ctx, int status, apr_table_t *headers)
     }
     a->reframe = a->event_stream && ok && a->framing != &aib_sse_framing;
     a->rewrite = a->reframe || (ic->strip_usage && a->event_stream && ok);
-    if (!a->event_stream && ok && a->usage_kind != AIB_USAGE_NONE)
-        a->usage = aib_usage_reader_create(a->pool, a->usage_kind, &ic->usage,
+    if (!a->event_stream && ok && ic->route.format)
+        a->usage = aib_usage_reader_create(a->pool, ic->route.format, &ic->usage,
                                            AIB_USAGE_BODY_MAX);
     if (!ic->client_key && a->event_stream && ok)
         a->inspecting = 1;   /* until its first event says it is no failure */
@@ -274,8 +274,8 @@ static void fail_committed(attempt_t *a, aib_error_kind_e kind, const char *mess
     }
     /* An SSE client reads an error event, then a normal end of response:
      * it never takes the cut stream for a complete answer. */
-    event = ic->provider->ops->stream_error(a->pool, &ic->route, kind, message,
-                                            a->sequence + 1);
+    event = aib_route_stream_error(a->pool, &ic->route, ic->provider->ops, kind, message,
+                                   a->sequence + 1);
     ic->sink->write(ic->sink->ctx, event, strlen(event), 1);
 }
 
@@ -349,7 +349,6 @@ static attempt_result_e attempt(aib_interception_t *ic, const aib_outgoing_t *ou
     memset(&a, 0, sizeof(a));
     a.ic = ic;
     a.sequence = -1;
-    a.usage_kind = aib_usage_kind(ic->route.name);
     apr_pool_create(&a.pool, ic->pool);
     a.held = apr_palloc(a.pool, AIB_ERROR_BODY_MAX);
     handler.ctx = &a;

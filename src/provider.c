@@ -1,5 +1,4 @@
 #include <string.h>
-#include <json.h>
 #include <apr_strings.h>
 
 #include "provider.h"
@@ -19,16 +18,6 @@ const aib_provider_ops_t *aib_provider_ops_find(const char *type)
         if (!strcmp(providers[i]->type, type))
             return providers[i];
     return NULL;
-}
-
-int aib_provider_bridges(const aib_provider_ops_t *ops, const char *route_name)
-{
-    const char *const *name;
-
-    for (name = ops->bridged_routes; *name; name++)
-        if (!strcmp(*name, route_name))
-            return 1;
-    return 0;
 }
 
 const char *aib_provider_types(apr_pool_t *p)
@@ -78,29 +67,6 @@ const char *aib_bearer_key(const apr_table_t *headers)
     return *v ? v : NULL;
 }
 
-int aib_json_member_is(const char *body, apr_size_t len, const char *object,
-                       const char *member, const char *value)
-{
-    json_tokener *tok;
-    json_object *root, *parent, *field;
-    int match = 0;
-
-    if (!body || !len)
-        return 0;
-    tok = json_tokener_new();
-    if (!tok)
-        return 0;
-    root = json_tokener_parse_ex(tok, body, (int)len);
-    parent = root;
-    if (root && (!object || json_object_object_get_ex(root, object, &parent))
-        && json_object_object_get_ex(parent, member, &field)
-        && json_object_is_type(field, json_type_string))
-        match = !strcmp(json_object_get_string(field), value);
-    json_object_put(root);
-    json_tokener_free(tok);
-    return match;
-}
-
 int aib_fault_status(aib_fault_e fault)
 {
     switch (fault) {
@@ -110,13 +76,4 @@ int aib_fault_status(aib_fault_e fault)
     case AIB_FAULT_FORBIDDEN:    return 403;
     default:                     return 0;
     }
-}
-
-const char *aib_json_quote(apr_pool_t *p, const char *text)
-{
-    json_object *s = json_object_new_string(text);
-    const char *quoted = apr_pstrdup(p, json_object_to_json_string_ext(
-                                            s, JSON_C_TO_STRING_NOSLASHESCAPE));
-    json_object_put(s);
-    return quoted;
 }

@@ -1,7 +1,8 @@
 /* What differs between providers: routes, how a key is sent, error shapes,
- * stream error events, which failures are a key's fault, rate-limit
- * headers, and the hooks of a provider that needs more (a request rewrite,
- * a signature, a stream framing of its own). The bridge knows providers
+ * which failures are a key's fault, rate-limit headers, the wire formats
+ * it speaks, and the hooks of a provider that needs more (a request
+ * rewrite, a signature, a stream framing of its own). How streams end and
+ * carry errors is the wire format's (format.h). The bridge knows providers
  * only through this table, so a new provider is one new file. */
 #ifndef AIB_PROVIDER_H
 #define AIB_PROVIDER_H
@@ -10,9 +11,13 @@
 #include <apr_pools.h>
 #include <apr_tables.h>
 
+#include "json_helpers.h"
 #include "keypool.h"
 #include "ratelimit.h"
 #include "sse.h"
+
+/* A wire format (format.h). */
+typedef struct aib_format aib_format_t;
 
 typedef enum {
     AIB_ROUTE_NONE = 0,      /* not served: 404 */
@@ -22,7 +27,8 @@ typedef enum {
 
 typedef struct {
     aib_route_kind_e kind;
-    const char *name;        /* "chat", "responses", "messages", "passthrough" */
+    const char *name;        /* the format's name, or "passthrough" */
+    const aib_format_t *format;  /* the wire format of a bridged route; NULL: passthrough */
     const char *allow;       /* methods served on this path, for 405 */
     int method_allowed;
 } aib_route_t;
@@ -64,8 +70,6 @@ typedef struct aib_provider_ops {
     const char *default_base_url;
     /* Route for a path below the provider (query excluded). */
     void (*route)(const char *method, const char *path, aib_route_t *out);
-    /* The names of the bridged routes route() gives, NULL-terminated. */
-    const char *const *bridged_routes;
     /* Sets the upstream credential header(s) for `key`. */
     void (*set_key)(apr_pool_t *p, apr_table_t *upstream_headers, const char *key);
     /* Adds headers the provider requires when the client sent none; NULL:
@@ -75,22 +79,21 @@ typedef struct aib_provider_ops {
     const char *(*client_key)(const apr_table_t *client_headers);
     /* JSON error body in the provider's shape. */
     const char *(*error_body)(apr_pool_t *p, aib_error_kind_e kind, const char *message);
-    /* A complete SSE frame reporting an error mid-stream. `sequence` is the
-     * number the next event would have carried (Responses). */
-    const char *(*stream_error)(apr_pool_t *p, const aib_route_t *route,
-                                aib_error_kind_e kind, const char *message,
-                                int64_t sequence);
+    /* The provider's code (or type) name of an error kind, for formats
+     * whose stream errors carry it outside an error body. */
+    const char *(*error_code)(aib_error_kind_e kind);
     /* Whether a failover status (429/401/403...) with this body is the
      * key's fault, and how. */
     aib_fault_e (*classify)(int status, const char *body, apr_size_t len);
     /* The rate-limit reset headers the provider sends, NULL: none of its own. */
     const aib_reset_headers_t *reset_headers;
-    /* Whether an SSE event ends the stream (the last event of a complete
-     * answer, or an error the upstream reported itself). */
-    int (*stream_complete)(const char *event, const char *data);
     /* Whether the first event of a 2xx stream is really a key's failure
      * (an error event saying rate limit, bad key...): AIB_FAULT_NONE if not. */
     aib_fault_e (*stream_fault)(const char *event, const char *data, apr_size_t len);
+    /* The wire formats its routes speak, NULL-terminated; the first is how
+     * a passthrough stream reports an error, and a passthrough stream ends
+     * where any of them would. */
+    const aib_format_t *const *formats;
 
     /* Hooks, NULL when the provider needs none. */
     /* Rewrites the request for the upstream (URL path and query, headers,
@@ -113,10 +116,6 @@ extern const aib_provider_ops_t aib_provider_anthropic;
 /* The ops for a type name ("openai", "anthropic"), or NULL. */
 const aib_provider_ops_t *aib_provider_ops_find(const char *type);
 
-/* Whether the provider bridges a route of this name ("chat"...): the
- * traffic it can be counted under. */
-int aib_provider_bridges(const aib_provider_ops_t *ops, const char *route_name);
-
 /* The known type names, "openai, anthropic", for messages. */
 const char *aib_provider_types(apr_pool_t *p);
 
@@ -132,16 +131,9 @@ int aib_error_status(aib_error_kind_e kind);
 /* The key from "Authorization: Bearer <key>", or NULL. */
 const char *aib_bearer_key(const apr_table_t *headers);
 
-/* Whether the JSON object `body` has a string <object>.<member> (or
- * <member> at the top level when object is NULL) equal to `value`. */
-int aib_json_member_is(const char *body, apr_size_t len, const char *object,
-                       const char *member, const char *value);
-
 /* The HTTP status a key fault stands for (429, 401, 403), so that an error
  * event in a stream fails over only where that status would. */
 int aib_fault_status(aib_fault_e fault);
 
-/* `text` as a JSON string literal, quotes included. */
-const char *aib_json_quote(apr_pool_t *p, const char *text);
 
 #endif

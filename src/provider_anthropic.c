@@ -2,6 +2,7 @@
 #include <string.h>
 #include <apr_strings.h>
 
+#include "format.h"
 #include "provider.h"
 
 static void anthropic_route(const char *method, const char *path, aib_route_t *out)
@@ -11,7 +12,8 @@ static void anthropic_route(const char *method, const char *path, aib_route_t *o
     memset(out, 0, sizeof(*out));
     if (!strcmp(path, "/v1/messages")) {
         out->kind = AIB_ROUTE_BRIDGED;
-        out->name = "messages";
+        out->format = &aib_format_messages;
+        out->name = out->format->name;
         out->allow = "POST";
         out->method_allowed = is_post;
     }
@@ -29,8 +31,6 @@ static void anthropic_route(const char *method, const char *path, aib_route_t *o
         out->method_allowed = !strcmp(method, "GET");
     }
 }
-
-static const char *const anthropic_bridged[] = { "messages", NULL };
 
 static void anthropic_set_key(apr_pool_t *p, apr_table_t *headers, const char *key)
 {
@@ -71,16 +71,6 @@ static const char *anthropic_error_body(apr_pool_t *p, aib_error_kind_e kind,
                         anthropic_type(kind), aib_json_quote(p, message));
 }
 
-static const char *anthropic_stream_error(apr_pool_t *p, const aib_route_t *route,
-                                          aib_error_kind_e kind, const char *message,
-                                          int64_t sequence)
-{
-    (void)route;
-    (void)sequence;
-    return apr_psprintf(p, "event: error\ndata: %s\n\n",
-                        anthropic_error_body(p, kind, message));
-}
-
 static aib_fault_e anthropic_classify(int status, const char *body, apr_size_t len)
 {
     (void)body;
@@ -92,12 +82,6 @@ static aib_fault_e anthropic_classify(int status, const char *body, apr_size_t l
     case 529: return AIB_FAULT_NONE;   /* capacity, not the key */
     default:  return AIB_FAULT_RATE_LIMITED;
     }
-}
-
-static int anthropic_stream_complete(const char *event, const char *data)
-{
-    (void)data;
-    return event && (!strcmp(event, "message_stop") || !strcmp(event, "error"));
 }
 
 static aib_fault_e anthropic_stream_fault(const char *event, const char *data, apr_size_t len)
@@ -126,18 +110,19 @@ static const aib_reset_headers_t anthropic_resets = {
     sizeof(anthropic_limits) / sizeof(anthropic_limits[0])
 };
 
+static const aib_format_t *const anthropic_formats[] = { &aib_format_messages, NULL };
+
 const aib_provider_ops_t aib_provider_anthropic = {
     .type = "anthropic",
     .default_base_url = "https://api.anthropic.com",
     .route = anthropic_route,
-    .bridged_routes = anthropic_bridged,
     .set_key = anthropic_set_key,
     .defaults = anthropic_defaults,
     .client_key = anthropic_client_key,
     .error_body = anthropic_error_body,
-    .stream_error = anthropic_stream_error,
+    .error_code = anthropic_type,
     .classify = anthropic_classify,
     .reset_headers = &anthropic_resets,
-    .stream_complete = anthropic_stream_complete,
     .stream_fault = anthropic_stream_fault,
+    .formats = anthropic_formats,
 };

@@ -2,6 +2,7 @@
 #include <string.h>
 #include <apr_strings.h>
 
+#include "format.h"
 #include "provider.h"
 
 static int has_subpath(const char *path, const char *prefix)
@@ -19,7 +20,8 @@ static void openai_route(const char *method, const char *path, aib_route_t *out)
     memset(out, 0, sizeof(*out));
     if (!strcmp(path, "/v1/chat/completions") || !strcmp(path, "/v1/responses")) {
         out->kind = AIB_ROUTE_BRIDGED;
-        out->name = path[4] == 'c' ? "chat" : "responses";
+        out->format = path[4] == 'c' ? &aib_format_chat : &aib_format_responses;
+        out->name = out->format->name;
         out->allow = "POST";
         out->method_allowed = is_post;
     }
@@ -43,8 +45,6 @@ static void openai_route(const char *method, const char *path, aib_route_t *out)
         out->method_allowed = is_get || is_post || is_delete;
     }
 }
-
-static const char *const openai_bridged[] = { "chat", "responses", NULL };
 
 static void openai_set_key(apr_pool_t *p, apr_table_t *headers, const char *key)
 {
@@ -91,19 +91,12 @@ static const char *openai_error_body(apr_pool_t *p, aib_error_kind_e kind, const
                         "\"code\":\"%s\"}}", aib_json_quote(p, message), type, code);
 }
 
-static const char *openai_stream_error(apr_pool_t *p, const aib_route_t *route,
-                                       aib_error_kind_e kind, const char *message,
-                                       int64_t sequence)
+static const char *openai_error_code(aib_error_kind_e kind)
 {
     const char *type, *code;
 
     openai_type_code(kind, &type, &code);
-    if (route->name && !strcmp(route->name, "responses"))
-        return apr_psprintf(p, "event: error\ndata: {\"type\":\"error\",\"code\":\"%s\","
-                            "\"message\":%s,\"param\":null,\"sequence_number\":%"
-                            APR_INT64_T_FMT "}\n\n", code, aib_json_quote(p, message),
-                            sequence);
-    return apr_psprintf(p, "data: %s\n\n", openai_error_body(p, kind, message));
+    return code;
 }
 
 static aib_fault_e openai_classify(int status, const char *body, apr_size_t len)
@@ -126,15 +119,6 @@ static aib_fault_e openai_classify(int status, const char *body, apr_size_t len)
     default:
         return AIB_FAULT_RATE_LIMITED;
     }
-}
-
-static int openai_stream_complete(const char *event, const char *data)
-{
-    if (event)
-        return !strcmp(event, "response.completed") || !strcmp(event, "response.failed")
-               || !strcmp(event, "response.incomplete") || !strcmp(event, "error");
-    /* Chat streams end with [DONE]; an error chunk is the upstream's last word. */
-    return !strcmp(data, "[DONE]") || !strncmp(data, "{\"error\"", 8);
 }
 
 /* Chat streams report errors as {"error":{...}} chunks, Responses streams
@@ -175,17 +159,20 @@ static const aib_reset_headers_t openai_resets = {
     sizeof(openai_limits) / sizeof(openai_limits[0])
 };
 
+static const aib_format_t *const openai_formats[] = {
+    &aib_format_chat, &aib_format_responses, NULL
+};
+
 const aib_provider_ops_t aib_provider_openai = {
     .type = "openai",
     .default_base_url = "https://api.openai.com",
     .route = openai_route,
-    .bridged_routes = openai_bridged,
     .set_key = openai_set_key,
     .client_key = openai_client_key,
     .error_body = openai_error_body,
-    .stream_error = openai_stream_error,
+    .error_code = openai_error_code,
     .classify = openai_classify,
     .reset_headers = &openai_resets,
-    .stream_complete = openai_stream_complete,
     .stream_fault = openai_stream_fault,
+    .formats = openai_formats,
 };

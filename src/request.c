@@ -4,95 +4,15 @@
  * and memory of a hostile body: 100,000 '[' are refused at level 513, no
  * recursion involved. Nothing here reads past body + len.
  *
- * json-c takes a NUL byte for the end of its input, wherever it is: inside
- * a comment it even returns the innermost open value as a success
- * ({"":{}//<NUL> gives {}). No JSON text holds a raw NUL, so json-c only
- * sees the bytes before the first one; a NUL and what follows it are then
- * data after the value, or the value is unfinished. */
+ * json-c takes a NUL byte for the end of its input (see json_helpers.c),
+ * so it only sees the bytes before the first one; a NUL and what follows
+ * it are then data after the value, or the value is unfinished. */
 #include <limits.h>
 #include <string.h>
 
-#include <json.h>
 #include <apr_strings.h>
 
 #include "request.h"
-
-static int all_ws(const char *s, apr_size_t n)
-{
-    apr_size_t i;
-
-    for (i = 0; i < n; i++)
-        if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r' && s[i] != '\n')
-            return 0;
-    return 1;
-}
-
-/* Bodies up to this size leave a tokener small enough to keep. */
-#define AIB_TOKENER_KEEP_MAX (64 * 1024)
-
-static __thread json_tokener *idle_tokener;
-
-json_tokener *aib_json_tokener_take(void)
-{
-    json_tokener *tok = idle_tokener;
-
-    if (!tok)
-        return json_tokener_new_ex(AIB_REQUEST_MAX_DEPTH);
-    idle_tokener = NULL;
-    json_tokener_set_flags(tok, 0);
-    return tok;
-}
-
-void aib_json_tokener_give(json_tokener *tok, apr_size_t fed)
-{
-    if (!tok)
-        return;
-    /* Only a tokener that finished its value is as good as new after a
-     * reset: one cut short may hold half an escape sequence. */
-    if (idle_tokener || fed > AIB_TOKENER_KEEP_MAX
-        || json_tokener_get_error(tok) != json_tokener_success) {
-        json_tokener_free(tok);
-        return;
-    }
-    json_tokener_reset(tok);   /* ready for a new value */
-    idle_tokener = tok;
-}
-
-json_object *aib_json_parse_object(const char *data, apr_size_t len)
-{
-    json_tokener *tok;
-    json_object *root;
-
-    if (!data || !len || len > INT_MAX)
-        return NULL;
-    /* json-c takes a NUL for the end of its input, and inside a comment
-     * returns the innermost open value as a success: no JSON holds one. */
-    if (memchr(data, '\0', len))
-        return NULL;
-    tok = aib_json_tokener_take();
-    if (!tok)
-        return NULL;
-    root = json_tokener_parse_ex(tok, data, (int)len);
-    if (root && (!json_object_is_type(root, json_type_object)
-                 || !all_ws(data + json_tokener_get_parse_end(tok),
-                            len - json_tokener_get_parse_end(tok)))) {
-        json_object_put(root);
-        root = NULL;
-    }
-    aib_json_tokener_give(tok, len);
-    return root;
-}
-
-json_object *aib_json_member(json_object *obj, const char *key, json_type type)
-{
-    json_object *v;
-
-    if (!obj || !json_object_is_type(obj, json_type_object)
-        || !json_object_object_get_ex(obj, key, &v)
-        || !json_object_is_type(v, type))
-        return NULL;
-    return v;
-}
 
 const char *aib_inspect_request(apr_pool_t *p, const char *body, apr_size_t len,
                                 int *stream, const char **model)
@@ -122,7 +42,7 @@ const char *aib_inspect_request(apr_pool_t *p, const char *body, apr_size_t len,
     else if (jerr != json_tokener_success)
         err = apr_psprintf(p, "request body is not valid JSON: %s",
                            json_tokener_error_desc(jerr));
-    else if (!all_ws(body + json_tokener_get_parse_end(tok),
+    else if (!aib_json_only_space(body + json_tokener_get_parse_end(tok),
                      len - json_tokener_get_parse_end(tok)))
         err = "request body is not valid JSON: data after the JSON value";
     else if (!json_object_is_type(root, json_type_object))

@@ -12,18 +12,28 @@ const double aib_duration_bounds[AIB_DURATION_BUCKETS] = {
     0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120
 };
 const int aib_attempt_bounds[AIB_ATTEMPT_BUCKETS] = { 1, 2, 3, 4, 5, 10, 25 };
-const char *const aib_stat_route_names[AIB_STAT_ROUTES] = {
-    "chat", "responses", "messages", "passthrough"
-};
+const char *aib_stat_route_names[AIB_STAT_ROUTES];
 
-int aib_stat_route(const char *route_name)
+/* The names come from the format table, which no constant initializer can
+ * read: set before anything runs, so never written while read. */
+__attribute__((constructor)) static void name_routes(void)
 {
     int i;
 
-    for (i = 0; i < AIB_STAT_ROUTES - 1; i++)
-        if (route_name && !strcmp(route_name, aib_stat_route_names[i]))
+    for (i = 0; i < AIB_FORMAT_COUNT; i++)
+        aib_stat_route_names[i] = aib_formats[i]->name;
+    aib_stat_route_names[AIB_STAT_PASSTHROUGH] = "passthrough";
+}
+
+int aib_stat_route(const char *route_name)
+{
+    const aib_format_t *format = aib_format_find(route_name);
+    int i;
+
+    for (i = 0; format && i < AIB_FORMAT_COUNT; i++)
+        if (aib_formats[i] == format)
             return i;
-    return AIB_STAT_ROUTES - 1;
+    return AIB_STAT_PASSTHROUGH;
 }
 
 uint64_t aib_provider_fingerprint(const char *server, const char *provider)

@@ -8,9 +8,12 @@
 #include <apr_pools.h>
 #include <apr_tables.h>
 
+#include "format.h"
 #include "keypool.h"
 
-#define AIB_STAT_ROUTES 4          /* chat, responses, messages, passthrough */
+/* One route index per wire format (aib_formats' order), then passthrough. */
+#define AIB_STAT_ROUTES (AIB_FORMAT_COUNT + 1)
+#define AIB_STAT_PASSTHROUGH AIB_FORMAT_COUNT
 #define AIB_STAT_CREDENTIALS 2     /* pool, byok */
 #define AIB_STAT_OUTCOMES 6        /* aib_outcome_e */
 #define AIB_STAT_REASONS 5         /* aib_reason_e (NONE unused) */
@@ -39,9 +42,11 @@ typedef struct {
     uint32_t capacity;
 } aib_statstore_t;
 
-/* The route index of a route name ("chat", "responses", "messages", else passthrough). */
+/* The route index of a route name (a format's name, else passthrough). */
 int aib_stat_route(const char *route_name);
-extern const char *const aib_stat_route_names[AIB_STAT_ROUTES];
+/* The names of the route indices: the formats' names, then "passthrough";
+ * filled from the format table when the library is loaded. */
+extern const char *aib_stat_route_names[AIB_STAT_ROUTES];
 
 /* Fingerprint of a provider: its server (name and port) and its name. */
 uint64_t aib_provider_fingerprint(const char *server, const char *provider);

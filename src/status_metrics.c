@@ -6,6 +6,7 @@
 #include <apr_strings.h>
 
 #include "buffer.h"
+#include "format.h"
 #include "status_view.h"
 
 #define L(s) aib_metrics_label_escape(p, (s))
@@ -20,13 +21,14 @@ static void family(aib_buffer_t *b, apr_pool_t *p, const char *name, const char 
     aib_buffer_printf(b, p, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-/* Whether a route can see traffic on this provider's type; a route with
- * counts is shown whatever its type says. */
+/* Whether a route can see traffic on this provider: passthrough always, a
+ * format's route when the provider speaks that format; a route with counts
+ * is shown whatever this says. */
 static int route_applies(const aib_provider_t *pv, int route)
 {
-    const char *name = aib_stat_route_names[route];
-
-    return !strcmp(name, "passthrough") || !pv->ops || aib_provider_bridges(pv->ops, name);
+    if (route == AIB_STAT_PASSTHROUGH || !pv->ops)
+        return 1;
+    return aib_format_spoken_by(aib_formats[route], pv->ops);
 }
 
 static int credential_applies(const aib_provider_t *pv, int credential)

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <apr_pools.h>
 #include <apr_tables.h>
+#include <json.h>
 
 typedef struct {
     int seen;                   /* some usage was reported */
@@ -20,15 +21,8 @@ typedef struct {
     apr_array_header_t *tools;  /* const char *: names of tool calls the model made, in order */
 } aib_usage_t;
 
-typedef enum {
-    AIB_USAGE_CHAT,             /* OpenAI Chat Completions */
-    AIB_USAGE_RESPONSES,        /* OpenAI Responses */
-    AIB_USAGE_MESSAGES,         /* Anthropic Messages */
-    AIB_USAGE_NONE              /* passthrough: nothing to read */
-} aib_usage_kind_e;
-
-/* The kind for a route name ("chat", "responses", "messages", other). */
-aib_usage_kind_e aib_usage_kind(const char *route_name);
+/* A wire format (format.h). */
+typedef struct aib_format aib_format_t;
 
 void aib_usage_init(aib_usage_t *u, apr_pool_t *pool);
 
@@ -39,36 +33,43 @@ int64_t aib_count_add(int64_t a, int64_t b);
 /* A blocking JSON response, fed in pieces as it is relayed. Bodies larger
  * than max_bytes, and bodies that are not one strict JSON object (RFC 8259:
  * no comments, NaN or single quotes; whitespace around it), are not read
- * (usage stays unseen). */
+ * (usage stays unseen); nor is anything with a NULL format (passthrough).
+ * What is read where is the format's (format.h: usage_fields,
+ * tools_from_body). */
 typedef struct aib_usage_reader aib_usage_reader_t;
-aib_usage_reader_t *aib_usage_reader_create(apr_pool_t *pool, aib_usage_kind_e kind,
+aib_usage_reader_t *aib_usage_reader_create(apr_pool_t *pool, const aib_format_t *format,
                                             aib_usage_t *u, apr_size_t max_bytes);
 void aib_usage_reader_feed(aib_usage_reader_t *reader, const char *data, apr_size_t len);
 /* Reads the usage (and tool names) from the whole body; frees the parser. */
 void aib_usage_reader_finish(aib_usage_reader_t *reader);
 
-/* One SSE event of a stream: chat chunks (the final usage chunk, and
- * delta.tool_calls names), Responses response.completed (usage, function
- * calls) and response.output_item.added (function_call names), Anthropic
- * message_start (message.usage) and message_delta (usage: cumulative
- * output_tokens), content_block_start (tool_use names). */
-void aib_usage_from_event(aib_usage_t *u, apr_pool_t *pool, aib_usage_kind_e kind,
+/* One SSE event of a stream, read as the format says (format.h:
+ * usage_event_wanted, usage_from_event). A NULL format reads nothing. */
+void aib_usage_from_event(aib_usage_t *u, apr_pool_t *pool, const aib_format_t *format,
                           const char *event, const char *data, apr_size_t len);
 
-/* Chat streams: the client did not ask for usage, so the module asks for it
- * upstream (stream_options.include_usage) and takes back what that adds.
- * Returns the request body to send: `body` unchanged when the client asked
- * for include_usage already, else a copy with include_usage set (*injected
- * is then 1). The body is a JSON object already validated by the caller. */
-const char *aib_usage_inject(apr_pool_t *pool, const char *body, apr_size_t len,
-                             apr_size_t *out_len, int *injected);
+/* The request body to send for a stream of `format`: for a format that
+ * sends usage only when asked (format.h: stream_usage_ask), a copy asking
+ * for it unless the client did (*injected is then 1); else `body` itself.
+ * The body is a JSON object already validated by the caller. */
+const char *aib_usage_request(apr_pool_t *pool, const aib_format_t *format, const char *body,
+                              apr_size_t len, apr_size_t *out_len, int *injected);
 
-/* For a chat stream whose usage the module injected: the data of one event
- * as the client should see it. Returns 0 to drop the event (the usage-only
- * chunk: "choices":[] with usage), else 1 with `out` (room for `len` bytes:
- * stripping only shortens) holding the data without its "usage":null
- * member and *out_len its length. No allocation: it runs on every event of
- * a stream. */
-int aib_usage_strip(const char *data, apr_size_t len, char *out, apr_size_t *out_len);
+/* For the format files. */
+
+/* Reads a usage object (nothing if `usage` is not an object) through the
+ * format's usage fields. */
+void aib_usage_read(aib_usage_t *u, const aib_format_t *format, json_object *usage);
+
+/* Adds a tool name (nothing if `name` is not a string). */
+void aib_usage_add_tool(aib_usage_t *u, apr_pool_t *pool, json_object *name);
+
+/* Adds item's "name" if its "type" is `type`. */
+void aib_usage_add_typed_tool(aib_usage_t *u, apr_pool_t *pool, json_object *item,
+                              const char *type);
+
+/* Adds the names of the items of `array` whose "type" is `type`. */
+void aib_usage_add_typed_tools(aib_usage_t *u, apr_pool_t *pool, json_object *array,
+                               const char *type);
 
 #endif

@@ -1,4 +1,4 @@
-/* libFuzzer target: the agentic loop's JSON transforms (src/agent.c).
+/* libFuzzer target: the agentic loop's JSON transforms (src/agent_body.c).
  *
  * The input is read as a request body, a response body and an injected
  * tool's inputSchema, for each route (and none). Nothing may crash, and
@@ -8,7 +8,7 @@
 #include <json.h>
 
 #include "fuzz.h"
-#include "agent.h"
+#include "agent_body.h"
 #include "request.h"
 
 /* A body produced is NUL-terminated; one returned as it was is the input. */
@@ -24,7 +24,7 @@ static void check_object(const char *text, apr_size_t len, const char *input)
     json_object_put(o);
 }
 
-static void one_kind(apr_pool_t *pool, aib_usage_kind_e kind, const char *body, size_t size,
+static void one_kind(apr_pool_t *pool, const aib_format_t *kind, const char *body, size_t size,
                      const char *schema)
 {
     apr_array_header_t *tools = apr_array_make(pool, 3, sizeof(aib_agent_tool_t));
@@ -91,8 +91,8 @@ static void one_kind(apr_pool_t *pool, aib_usage_kind_e kind, const char *body, 
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static const aib_usage_kind_e kinds[] = {
-        AIB_USAGE_CHAT, AIB_USAGE_RESPONSES, AIB_USAGE_MESSAGES, AIB_USAGE_NONE
+    static const aib_format_t *const kinds[] = {
+        &aib_format_chat, &aib_format_responses, &aib_format_messages, NULL
     };
     apr_pool_t *pool = fuzz_pool();
     char *body = fuzz_dup(data, size), *schema = fuzz_strdup(data, size);

@@ -49,8 +49,8 @@ static int emit(void *arg, const char *frame, apr_size_t len)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static const aib_usage_kind_e kinds[3] = {
-        AIB_USAGE_CHAT, AIB_USAGE_RESPONSES, AIB_USAGE_MESSAGES
+    static const aib_format_t *const kinds[3] = {
+        &aib_format_chat, &aib_format_responses, &aib_format_messages
     };
     apr_pool_t *pool;
     aib_agent_stream_t *s;

@@ -1,10 +1,10 @@
 /* libFuzzer target: the client's request body, as the handler treats it
- * (src/request.c, then src/usage.c's aib_usage_inject).
+ * (src/request.c, then src/format_chat.c's usage ask, through aib_usage_request).
  *
  * The input is a request body, in a buffer of exactly its length (no NUL
  * after it). aib_inspect_request must accept or refuse it without reading
  * past it; a refusal leaves *stream 0 and *model alone. An accepted body
- * then goes through aib_usage_inject as a chat stream's would: the result
+ * then goes through aib_usage_request as a chat stream's would: the result
  * must itself be accepted with the same stream and model, carry
  * stream_options.include_usage true, and be the body itself exactly when
  * nothing was injected. */
@@ -12,6 +12,7 @@
 
 #include "fuzz.h"
 #include "request.h"
+#include "format.h"
 #include "usage.h"
 
 #define UNSET "(unset)"
@@ -53,7 +54,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_CHECK(size > 0);
     FUZZ_CHECK(stream == 0 || stream == 1);
 
-    out = aib_usage_inject(pool, body, size, &out_len, &injected);
+    out = aib_usage_request(pool, &aib_format_chat, body, size, &out_len, &injected);
     FUZZ_CHECK(injected == 0 || injected == 1);
     if (!injected) {
         FUZZ_CHECK(out == body && out_len == size);

@@ -9,6 +9,7 @@
  * connection that went away mid-body). A body with a NUL byte in it must
  * give nothing. */
 #include "fuzz.h"
+#include "format.h"
 #include "usage.h"
 
 static int number_char(char c)
@@ -16,7 +17,7 @@ static int number_char(char c)
     return (c >= '0' && c <= '9') || c == '.';
 }
 
-static void read_body(aib_usage_t *u, apr_pool_t *pool, aib_usage_kind_e kind,
+static void read_body(aib_usage_t *u, apr_pool_t *pool, const aib_format_t *kind,
                       const char *body, size_t size, apr_size_t max_bytes, uint64_t *seed,
                       int finish)
 {
@@ -84,8 +85,8 @@ static int nothing(const aib_usage_t *u)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static const aib_usage_kind_e kinds[] = {
-        AIB_USAGE_CHAT, AIB_USAGE_RESPONSES, AIB_USAGE_MESSAGES, AIB_USAGE_NONE
+    static const aib_format_t *const kinds[] = {
+        &aib_format_chat, &aib_format_responses, &aib_format_messages, NULL
     };
     apr_pool_t *pool = fuzz_pool(), *sub;
     char *body = fuzz_dup(data, size);
@@ -100,7 +101,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         same(&whole, &cut);
         /* NONE reads nothing; nor does anything read a body with a NUL
          * byte, which json-c would take for its end (no JSON holds one). */
-        if (kinds[k] == AIB_USAGE_NONE || memchr(body, '\0', size))
+        if (kinds[k] == NULL || memchr(body, '\0', size))
             FUZZ_CHECK(nothing(&whole));
     }
     if (size > 0) {

@@ -1,15 +1,16 @@
 /* libFuzzer target: usage read from streams (src/usage.c,
- * aib_usage_from_event and aib_usage_strip), fed as the bridge feeds
+ * aib_usage_from_event and the Chat format's stream_usage_strip), fed as the bridge feeds
  * them: the input is an SSE stream, cut into events by src/sse.c.
  *
  * Every event goes to aib_usage_from_event for each kind (chat, responses,
  * messages, none), with its event name and without one; counts must never
- * go negative. Every event's data also goes through aib_usage_strip, into
+ * go negative. Every event's data also goes through the Chat strip, into
  * a separate buffer and in place: both must agree, never grow the data,
  * and stripping what was stripped must change nothing more. Data with a
  * NUL byte in it must give nothing. */
 #include "fuzz.h"
 #include "sse.h"
+#include "format.h"
 #include "usage.h"
 
 #define KINDS 4
@@ -19,8 +20,8 @@ typedef struct {
     aib_usage_t u[KINDS], unnamed[KINDS];
 } ctx_t;
 
-static const aib_usage_kind_e kinds[KINDS] = {
-    AIB_USAGE_CHAT, AIB_USAGE_RESPONSES, AIB_USAGE_MESSAGES, AIB_USAGE_NONE
+static const aib_format_t *const kinds[KINDS] = {
+    &aib_format_chat, &aib_format_responses, &aib_format_messages, NULL
 };
 
 static void check_sane(const aib_usage_t *u)
@@ -45,15 +46,15 @@ static void strip(const char *data, apr_size_t len)
     int rc, rc_place, rc_again;
 
     FUZZ_CHECK(out && again);
-    rc = aib_usage_strip(in, len, out, &out_len);
-    rc_place = aib_usage_strip(place, len, place, &place_len);
+    rc = aib_format_chat.stream_usage_strip(in, len, out, &out_len);
+    rc_place = aib_format_chat.stream_usage_strip(place, len, place, &place_len);
     FUZZ_CHECK(rc == 0 || rc == 1);
     FUZZ_CHECK(rc_place == rc);
     if (rc) {
         FUZZ_CHECK(out_len <= len && place_len == out_len);
         FUZZ_CHECK(out_len == 0 || !memcmp(out, place, out_len));
         FUZZ_CHECK(!memcmp(in, data, len)); /* the input is left alone */
-        rc_again = aib_usage_strip(out, out_len, again, &again_len);
+        rc_again = aib_format_chat.stream_usage_strip(out, out_len, again, &again_len);
         FUZZ_CHECK(rc_again == 1 && again_len == out_len);
         FUZZ_CHECK(out_len == 0 || !memcmp(again, out, out_len));
     }
@@ -115,7 +116,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_CHECK(!c.u[KINDS - 1].seen && c.u[KINDS - 1].tools->nelts == 0);
 
     /* Each event's data on its own, too: a stream of one event. */
-    aib_usage_from_event(&c.u[0], pool, AIB_USAGE_CHAT, NULL, (const char *)data, size);
+    aib_usage_from_event(&c.u[0], pool, &aib_format_chat, NULL, (const char *)data, size);
     strip((const char *)data, size);
     apr_pool_destroy(pool);
     return 0;

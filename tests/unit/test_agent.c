@@ -1,4 +1,4 @@
-/* Unit tests for the agentic loop's JSON transforms (src/agent.c).
+/* Unit tests for the agentic loop's JSON transforms (src/agent_body.c).
  *
  * Every body produced is compared whole with the expected JSON (parsed on
  * both sides, json_object_equal: members in any order, arrays in order),
@@ -18,7 +18,7 @@
 #include <apr_strings.h>
 #include <apr_tables.h>
 
-#include "agent.h"
+#include "agent_body.h"
 
 /* ------------------------------------------------------------------ */
 /* Helpers                                                             */
@@ -80,7 +80,7 @@ static apr_array_header_t *two_tools(void)
     return tools;
 }
 
-static const char *inject_ok(aib_usage_kind_e kind, const char *body_q,
+static const char *inject_ok(const aib_format_t *kind, const char *body_q,
                              const apr_array_header_t *tools, apr_array_header_t **injected)
 {
     const char *body = J(body_q), *out = NULL, *err;
@@ -95,7 +95,7 @@ static const char *inject_ok(aib_usage_kind_e kind, const char *body_q,
 }
 
 /* Injection leaves the body as it is: the very same pointer. */
-static void inject_unchanged(aib_usage_kind_e kind, const char *body_q,
+static void inject_unchanged(const aib_format_t *kind, const char *body_q,
                              const apr_array_header_t *tools)
 {
     const char *body = J(body_q), *out = NULL;
@@ -110,7 +110,7 @@ static void inject_unchanged(aib_usage_kind_e kind, const char *body_q,
     assert_int_equal(injected->nelts, 0);
 }
 
-static void inject_fails(aib_usage_kind_e kind, const char *body, apr_size_t len,
+static void inject_fails(const aib_format_t *kind, const char *body, apr_size_t len,
                          const apr_array_header_t *tools, const char *message)
 {
     const char *out = NULL, *err;
@@ -149,7 +149,7 @@ static void test_inject_chat_no_client_tools(void **state)
     const char *out;
 
     (void)state;
-    out = inject_ok(AIB_USAGE_CHAT, "{'model':'m','messages':[{'role':'user','content':'hi'}]}",
+    out = inject_ok(&aib_format_chat, "{'model':'m','messages':[{'role':'user','content':'hi'}]}",
                     two_tools(), &injected);
     check_json(out, "{'model':'m','messages':[{'role':'user','content':'hi'}],"
                     "'tools':[" CHAT_FS_READ "," CHAT_WEB_SEARCH "],"
@@ -169,7 +169,7 @@ static void test_inject_chat_client_tools(void **state)
     (void)state;
     /* After the client's own; the client's parallel_tool_calls true is
      * overridden, its tool_choice kept. */
-    out = inject_ok(AIB_USAGE_CHAT,
+    out = inject_ok(&aib_format_chat,
                     "{'messages':[],'tools':[" CHAT_CLIENT_TOOL "],"
                     "'parallel_tool_calls':true,'tool_choice':'required'}",
                     two_tools(), &injected);
@@ -177,7 +177,7 @@ static void test_inject_chat_client_tools(void **state)
                     CHAT_WEB_SEARCH "],'parallel_tool_calls':false,'tool_choice':'required'}");
     assert_int_equal(injected->nelts, 2);
 
-    out = inject_ok(AIB_USAGE_CHAT,
+    out = inject_ok(&aib_format_chat,
                     "{'messages':[],'tools':[" CHAT_CLIENT_TOOL "],"
                     "'tool_choice':{'type':'function','function':{'name':'get_time'}}}",
                     two_tools(), &injected);
@@ -192,7 +192,7 @@ static void test_inject_chat_name_clash(void **state)
     const char *out;
 
     (void)state;
-    out = inject_ok(AIB_USAGE_CHAT,
+    out = inject_ok(&aib_format_chat,
                     "{'messages':[],'tools':[{'type':'function','function':"
                     "{'name':'bmcp_fs_read','parameters':{}}}]}",
                     two_tools(), &injected);
@@ -204,7 +204,7 @@ static void test_inject_chat_name_clash(void **state)
     assert_null(aib_agent_tool_find(injected, "bmcp_fs_read"));
 
     /* A custom tool's name clashes as well. */
-    out = inject_ok(AIB_USAGE_CHAT,
+    out = inject_ok(&aib_format_chat,
                     "{'messages':[],'tools':[{'type':'custom','custom':{'name':'bmcp_web_search'}}]}",
                     two_tools(), &injected);
     assert_int_equal(injected->nelts, 1);
@@ -213,7 +213,7 @@ static void test_inject_chat_name_clash(void **state)
                     "{'name':'bmcp_web_search'}}," CHAT_FS_READ "],'parallel_tool_calls':false}");
 
     /* Every one clashes: nothing injected, parallel calls left alone. */
-    inject_unchanged(AIB_USAGE_CHAT,
+    inject_unchanged(&aib_format_chat,
                      "{'messages':[],'tools':["
                      "{'type':'function','function':{'name':'bmcp_fs_read'}},"
                      "{'type':'function','function':{'name':'bmcp_web_search'}}]}",
@@ -223,17 +223,17 @@ static void test_inject_chat_name_clash(void **state)
 static void test_inject_tool_choice_none(void **state)
 {
     (void)state;
-    inject_unchanged(AIB_USAGE_CHAT, "{'messages':[],'tool_choice':'none'}", two_tools());
-    inject_unchanged(AIB_USAGE_RESPONSES, "{'input':'x','tool_choice':'none'}", two_tools());
-    inject_unchanged(AIB_USAGE_MESSAGES, "{'messages':[],'tool_choice':{'type':'none'}}",
+    inject_unchanged(&aib_format_chat, "{'messages':[],'tool_choice':'none'}", two_tools());
+    inject_unchanged(&aib_format_responses, "{'input':'x','tool_choice':'none'}", two_tools());
+    inject_unchanged(&aib_format_messages, "{'messages':[],'tool_choice':{'type':'none'}}",
                      two_tools());
 }
 
 static void test_inject_nothing_to_inject(void **state)
 {
     (void)state;
-    inject_unchanged(AIB_USAGE_CHAT, "{'messages':[]}", new_tools());
-    inject_unchanged(AIB_USAGE_MESSAGES, "{'messages':[]}", NULL);
+    inject_unchanged(&aib_format_chat, "{'messages':[]}", new_tools());
+    inject_unchanged(&aib_format_messages, "{'messages':[]}", NULL);
 }
 
 static void test_inject_responses(void **state)
@@ -243,7 +243,7 @@ static void test_inject_responses(void **state)
 
     (void)state;
     /* A hosted tool has no name; a client function tool keeps its place. */
-    out = inject_ok(AIB_USAGE_RESPONSES,
+    out = inject_ok(&aib_format_responses,
                     "{'model':'m','input':'hi','tools':[{'type':'web_search'},"
                     "{'type':'function','name':'bmcp_web_search','parameters':{}}],"
                     "'tool_choice':'auto'}",
@@ -257,7 +257,7 @@ static void test_inject_responses(void **state)
     assert_int_equal(injected->nelts, 1);
     assert_string_equal(injected_at(injected, 0)->name, "bmcp_fs_read");
 
-    out = inject_ok(AIB_USAGE_RESPONSES, "{'input':[]}", two_tools(), &injected);
+    out = inject_ok(&aib_format_responses, "{'input':[]}", two_tools(), &injected);
     check_json(out, "{'input':[],'tools':["
                     "{'type':'function','name':'bmcp_fs_read','description':'Reads a file',"
                     "'parameters':{'type':'object','properties':{'path':{'type':'string'}},"
@@ -278,14 +278,14 @@ static void test_inject_messages(void **state)
     const char *out;
 
     (void)state;
-    out = inject_ok(AIB_USAGE_MESSAGES, "{'model':'c','max_tokens':10,'messages':[]}",
+    out = inject_ok(&aib_format_messages, "{'model':'c','max_tokens':10,'messages':[]}",
                     two_tools(), &injected);
     check_json(out, "{'model':'c','max_tokens':10,'messages':[],'tools':[" MSG_FS_READ ","
                     MSG_WEB_SEARCH "],"
                     "'tool_choice':{'type':'auto','disable_parallel_tool_use':true}}");
     assert_int_equal(injected->nelts, 2);
 
-    out = inject_ok(AIB_USAGE_MESSAGES,
+    out = inject_ok(&aib_format_messages,
                     "{'messages':[],'tools':[{'name':'bmcp_web_search','input_schema':{}},"
                     "{'type':'web_search_20250305','name':'web_search'}],"
                     "'tool_choice':{'type':'any'}}",
@@ -295,7 +295,7 @@ static void test_inject_messages(void **state)
                     "'tool_choice':{'type':'any','disable_parallel_tool_use':true}}");
     assert_int_equal(injected->nelts, 1);
 
-    out = inject_ok(AIB_USAGE_MESSAGES,
+    out = inject_ok(&aib_format_messages,
                     "{'messages':[],'tools':[{'name':'x','input_schema':{}}],"
                     "'tool_choice':{'type':'tool','name':'x','disable_parallel_tool_use':false}}",
                     two_tools(), &injected);
@@ -317,7 +317,7 @@ static void test_inject_schemas(void **state)
     add_tool(tools, "s", "deep", "d", "{'type':'object','properties':{'a':{'type':'array',"
                                       "'items':{'type':'object','properties':{'b':{'type':'number',"
                                       "'minimum':0.5}}}}}}");
-    out = inject_ok(AIB_USAGE_MESSAGES, "{'messages':[]}", tools, &injected);
+    out = inject_ok(&aib_format_messages, "{'messages':[]}", tools, &injected);
     check_json(out, "{'messages':[],'tools':["
                     "{'name':'bmcp_s_null','input_schema':{'type':'object','properties':{}}},"
                     "{'name':'bmcp_s_blank','input_schema':{'type':'object','properties':{}}},"
@@ -331,12 +331,12 @@ static void test_inject_schemas(void **state)
 
     tools = new_tools();
     add_tool(tools, "s", "array", NULL, "[1]");
-    inject_fails(AIB_USAGE_CHAT, "{}", 2, tools,
+    inject_fails(&aib_format_chat, "{}", 2, tools,
                  "inputSchema of tool 'bmcp_s_array' is not a JSON object");
     tools = new_tools();
     add_tool(tools, "s", "ok", NULL, NULL);
     add_tool(tools, "s", "garbage", NULL, "{'type':");
-    inject_fails(AIB_USAGE_RESPONSES, "{}", 2, tools,
+    inject_fails(&aib_format_responses, "{}", 2, tools,
                  "inputSchema of tool 'bmcp_s_garbage' is not a JSON object");
 }
 
@@ -350,7 +350,7 @@ static void test_inject_same_prefixed_name(void **state)
     add_tool(tools, "a_b", "c", "first", NULL);
     add_tool(tools, "a", "b_c", "second", NULL);
     add_tool(tools, "a", "b", "third", NULL);
-    out = inject_ok(AIB_USAGE_RESPONSES, "{'input':'x'}", tools, &injected);
+    out = inject_ok(&aib_format_responses, "{'input':'x'}", tools, &injected);
     check_json(out, "{'input':'x','tools':["
                     "{'type':'function','name':'bmcp_a_b_c','description':'first',"
                     "'parameters':{'type':'object','properties':{}}},"
@@ -377,19 +377,19 @@ static void test_inject_malformed(void **state)
     apr_array_header_t *tools = two_tools();
 
     (void)state;
-    inject_fails(AIB_USAGE_CHAT, "nope", 4, tools, "request body is not a JSON object");
-    inject_fails(AIB_USAGE_CHAT, "[]", 2, tools, "request body is not a JSON object");
-    inject_fails(AIB_USAGE_CHAT, "{\"a\":1", 6, tools, "request body is not a JSON object");
-    inject_fails(AIB_USAGE_CHAT, "{}x", 3, tools, "request body is not a JSON object");
-    inject_fails(AIB_USAGE_CHAT, "{}\0{}", 5, tools, "request body is not a JSON object");
-    inject_fails(AIB_USAGE_CHAT, NULL, 0, tools, "request body is not a JSON object");
-    inject_fails(AIB_USAGE_CHAT, "{\"tools\":{}}", 12, tools, "'tools' must be an array");
-    inject_fails(AIB_USAGE_MESSAGES, "{\"tool_choice\":\"auto\"}", 22, tools,
+    inject_fails(&aib_format_chat, "nope", 4, tools, "request body is not a JSON object");
+    inject_fails(&aib_format_chat, "[]", 2, tools, "request body is not a JSON object");
+    inject_fails(&aib_format_chat, "{\"a\":1", 6, tools, "request body is not a JSON object");
+    inject_fails(&aib_format_chat, "{}x", 3, tools, "request body is not a JSON object");
+    inject_fails(&aib_format_chat, "{}\0{}", 5, tools, "request body is not a JSON object");
+    inject_fails(&aib_format_chat, NULL, 0, tools, "request body is not a JSON object");
+    inject_fails(&aib_format_chat, "{\"tools\":{}}", 12, tools, "'tools' must be an array");
+    inject_fails(&aib_format_messages, "{\"tool_choice\":\"auto\"}", 22, tools,
                  "'tool_choice' must be an object");
-    inject_fails(AIB_USAGE_NONE, "{}", 2, tools, "route has no tools");
+    inject_fails(NULL, "{}", 2, tools, "route has no tools");
     tools = new_tools();
     add_tool(tools, NULL, "x", NULL, NULL);
-    inject_fails(AIB_USAGE_CHAT, "{}", 2, tools, "an injected tool has no server or tool name");
+    inject_fails(&aib_format_chat, "{}", 2, tools, "an injected tool has no server or tool name");
 }
 
 /* ------------------------------------------------------------------ */
@@ -400,12 +400,12 @@ static apr_array_header_t *injected_two(void)
 {
     apr_array_header_t *injected = NULL;
 
-    inject_ok(AIB_USAGE_CHAT, "{}", two_tools(), &injected);
+    inject_ok(&aib_format_chat, "{}", two_tools(), &injected);
     assert_int_equal(injected->nelts, 2);
     return injected;
 }
 
-static aib_agent_calls_t calls_ok(aib_usage_kind_e kind, const char *body_q,
+static aib_agent_calls_t calls_ok(const aib_format_t *kind, const char *body_q,
                                   const apr_array_header_t *injected)
 {
     const char *body = J(body_q), *err;
@@ -446,7 +446,7 @@ static void check_call(const aib_agent_calls_t *calls, int i, const char *id,
         assert_null(c->tool);
 }
 
-static void calls_fail(aib_usage_kind_e kind, const char *body_q, const char *message)
+static void calls_fail(const aib_format_t *kind, const char *body_q, const char *message)
 {
     const char *body = J(body_q);
     aib_agent_calls_t calls;
@@ -477,19 +477,19 @@ static void test_calls_chat(void **state)
     aib_agent_calls_t c;
 
     (void)state;
-    c = calls_ok(AIB_USAGE_CHAT, CHAT_RESPONSE("[" CALL_READ "," CALL_SEARCH "]"), injected);
+    c = calls_ok(&aib_format_chat, CHAT_RESPONSE("[" CALL_READ "," CALL_SEARCH "]"), injected);
     assert_true(c.only_injected);
     assert_int_equal(c.calls->nelts, 2);
     check_call(&c, 0, "call_1", "bmcp_fs_read", "{'path':'/etc'}", "fs");
     check_call(&c, 1, "call_2", "bmcp_web_search", "{}", "web");
 
-    c = calls_ok(AIB_USAGE_CHAT, CHAT_RESPONSE("[" CALL_READ "," CALL_CLIENT "]"), injected);
+    c = calls_ok(&aib_format_chat, CHAT_RESPONSE("[" CALL_READ "," CALL_CLIENT "]"), injected);
     assert_true(c.any_client);
     assert_int_equal(c.calls->nelts, 2);
     check_call(&c, 1, "call_3", "get_time", "{}", NULL);
 
     /* A custom tool call is the client's. */
-    c = calls_ok(AIB_USAGE_CHAT, CHAT_RESPONSE("[{'id':'call_9','type':'custom','custom':"
+    c = calls_ok(&aib_format_chat, CHAT_RESPONSE("[{'id':'call_9','type':'custom','custom':"
                                                "{'name':'bmcp_fs_read','input':'x'}}]"),
                  injected);
     assert_true(c.any_client);
@@ -497,7 +497,7 @@ static void test_calls_chat(void **state)
 
     /* A name of ours that was not offered (the model made it up) is still
      * ours, without a tool: it gets an error result... */
-    c = calls_ok(AIB_USAGE_CHAT, CHAT_RESPONSE("[" CALL_READ "]"), NULL);
+    c = calls_ok(&aib_format_chat, CHAT_RESPONSE("[" CALL_READ "]"), NULL);
     assert_true(c.only_injected);
     assert_true(APR_ARRAY_IDX(c.calls, 0, aib_agent_call_t).ours);
     assert_null(APR_ARRAY_IDX(c.calls, 0, aib_agent_call_t).tool);
@@ -505,22 +505,22 @@ static void test_calls_chat(void **state)
     {
         const char *request = "{\"tools\":[{\"type\":\"function\",\"function\":"
                               "{\"name\":\"bmcp_fs_read\"}}]}";
-        apr_array_header_t *mine = aib_agent_client_tools(pool, AIB_USAGE_CHAT, request,
+        apr_array_header_t *mine = aib_agent_client_tools(pool, &aib_format_chat, request,
                                                           strlen(request));
         const char *body = J(CHAT_RESPONSE("[" CALL_READ "]"));
         assert_non_null(mine);
         assert_int_equal(mine->nelts, 1);
-        assert_null(aib_agent_calls(pool, AIB_USAGE_CHAT, body, strlen(body), NULL, mine, &c));
+        assert_null(aib_agent_calls(pool, &aib_format_chat, body, strlen(body), NULL, mine, &c));
         assert_true(c.any_client);
         assert_false(APR_ARRAY_IDX(c.calls, 0, aib_agent_call_t).ours);
     }
 
-    c = calls_ok(AIB_USAGE_CHAT, CHAT_RESPONSE("null"), injected);
+    c = calls_ok(&aib_format_chat, CHAT_RESPONSE("null"), injected);
     assert_true(c.none);
     assert_int_equal(c.calls->nelts, 0);
-    c = calls_ok(AIB_USAGE_CHAT, CHAT_RESPONSE("[]"), injected);
+    c = calls_ok(&aib_format_chat, CHAT_RESPONSE("[]"), injected);
     assert_true(c.none);
-    c = calls_ok(AIB_USAGE_CHAT, "{'choices':[{'message':{'role':'assistant','content':'hi'},"
+    c = calls_ok(&aib_format_chat, "{'choices':[{'message':{'role':'assistant','content':'hi'},"
                                  "'finish_reason':'stop'}]}", injected);
     assert_true(c.none);
 }
@@ -528,23 +528,23 @@ static void test_calls_chat(void **state)
 static void test_calls_chat_malformed(void **state)
 {
     (void)state;
-    calls_fail(AIB_USAGE_CHAT, "{'choices':[]}", "response has no choices[0].message object");
-    calls_fail(AIB_USAGE_CHAT, "{'choices':[{'message':'x'}]}",
+    calls_fail(&aib_format_chat, "{'choices':[]}", "response has no choices[0].message object");
+    calls_fail(&aib_format_chat, "{'choices':[{'message':'x'}]}",
                "response has no choices[0].message object");
-    calls_fail(AIB_USAGE_CHAT, "{'error':{'message':'x'}}",
+    calls_fail(&aib_format_chat, "{'error':{'message':'x'}}",
                "response has no choices[0].message object");
-    calls_fail(AIB_USAGE_CHAT, CHAT_RESPONSE("{}"), "'tool_calls' must be an array");
-    calls_fail(AIB_USAGE_CHAT, CHAT_RESPONSE("[1]"),
+    calls_fail(&aib_format_chat, CHAT_RESPONSE("{}"), "'tool_calls' must be an array");
+    calls_fail(&aib_format_chat, CHAT_RESPONSE("[1]"),
                "a tool call or output item is not an object");
-    calls_fail(AIB_USAGE_CHAT,
+    calls_fail(&aib_format_chat,
                CHAT_RESPONSE("[{'type':'function','function':{'name':'a','arguments':'{}'}}]"),
                "a tool call has no string 'id'");
-    calls_fail(AIB_USAGE_CHAT,
+    calls_fail(&aib_format_chat,
                CHAT_RESPONSE("[{'id':'x','type':'function','function':{'name':'a','arguments':{}}}]"),
                "a tool call has no string function.name or function.arguments");
-    calls_fail(AIB_USAGE_CHAT, CHAT_RESPONSE("[{'id':'x','function':{'arguments':'{}'}}]"),
+    calls_fail(&aib_format_chat, CHAT_RESPONSE("[{'id':'x','function':{'arguments':'{}'}}]"),
                "a tool call has no string function.name or function.arguments");
-    calls_fail(AIB_USAGE_CHAT, "not json", "response body is not a JSON object");
+    calls_fail(&aib_format_chat, "not json", "response body is not a JSON object");
 }
 
 #define RESP_REASONING "{'type':'reasoning','id':'rs_1','summary':[]}"
@@ -567,25 +567,25 @@ static void test_calls_responses(void **state)
     aib_agent_calls_t c;
 
     (void)state;
-    c = calls_ok(AIB_USAGE_RESPONSES,
+    c = calls_ok(&aib_format_responses,
                  RESPONSES_RESPONSE("[" RESP_REASONING "," RESP_CALL_READ "]"), injected);
     assert_true(c.only_injected);
     assert_int_equal(c.calls->nelts, 1);
     check_call(&c, 0, "call_1", "bmcp_fs_read", "{'path':'/'}", "fs");
 
-    c = calls_ok(AIB_USAGE_RESPONSES,
+    c = calls_ok(&aib_format_responses,
                  RESPONSES_RESPONSE("[" RESP_CALL_READ "," RESP_CALL_CLIENT "]"), injected);
     assert_true(c.any_client);
     assert_int_equal(c.calls->nelts, 2);
     check_call(&c, 1, "call_2", "get_time", "{}", NULL);
 
-    c = calls_ok(AIB_USAGE_RESPONSES,
+    c = calls_ok(&aib_format_responses,
                  RESPONSES_RESPONSE("[" RESP_CALL_READ ",{'type':'computer_call','id':'cu_1',"
                                     "'call_id':'call_7','action':{'type':'click'}}]"),
                  injected);
     assert_true(c.any_client);
     check_call(&c, 1, "call_7", NULL, NULL, NULL);
-    c = calls_ok(AIB_USAGE_RESPONSES,
+    c = calls_ok(&aib_format_responses,
                  RESPONSES_RESPONSE("[{'type':'mcp_approval_request','id':'mcpr_1',"
                                     "'name':'x','server_label':'s'}]"),
                  injected);
@@ -593,7 +593,7 @@ static void test_calls_responses(void **state)
     check_call(&c, 0, "mcpr_1", "x", NULL, NULL);
 
     /* Hosted tools run upstream: not calls. */
-    c = calls_ok(AIB_USAGE_RESPONSES,
+    c = calls_ok(&aib_format_responses,
                  RESPONSES_RESPONSE("[" RESP_REASONING ",{'type':'web_search_call','id':'ws_1'},"
                                     RESP_MESSAGE "]"),
                  injected);
@@ -604,13 +604,13 @@ static void test_calls_responses(void **state)
 static void test_calls_responses_malformed(void **state)
 {
     (void)state;
-    calls_fail(AIB_USAGE_RESPONSES, "{'output':{}}", "response has no 'output' array");
-    calls_fail(AIB_USAGE_RESPONSES, "{'id':'x'}", "response has no 'output' array");
-    calls_fail(AIB_USAGE_RESPONSES, "{'output':[{'id':'x'}]}",
+    calls_fail(&aib_format_responses, "{'output':{}}", "response has no 'output' array");
+    calls_fail(&aib_format_responses, "{'id':'x'}", "response has no 'output' array");
+    calls_fail(&aib_format_responses, "{'output':[{'id':'x'}]}",
                "an output item has no string 'type'");
-    calls_fail(AIB_USAGE_RESPONSES, "{'output':['x']}",
+    calls_fail(&aib_format_responses, "{'output':['x']}",
                "a tool call or output item is not an object");
-    calls_fail(AIB_USAGE_RESPONSES,
+    calls_fail(&aib_format_responses,
                "{'output':[{'type':'function_call','name':'a','arguments':'{}'}]}",
                "a function_call item has no string call_id, name or arguments");
 }
@@ -629,31 +629,31 @@ static void test_calls_messages(void **state)
     aib_agent_calls_t c;
 
     (void)state;
-    c = calls_ok(AIB_USAGE_MESSAGES, MESSAGES_RESPONSE("[" MSG_TEXT "," MSG_USE_READ "]"),
+    c = calls_ok(&aib_format_messages, MESSAGES_RESPONSE("[" MSG_TEXT "," MSG_USE_READ "]"),
                  injected);
     assert_true(c.only_injected);
     assert_int_equal(c.calls->nelts, 1);
     check_call(&c, 0, "toolu_1", "bmcp_fs_read", "{'path':'/a','n':[1,2]}", "fs");
 
-    c = calls_ok(AIB_USAGE_MESSAGES,
+    c = calls_ok(&aib_format_messages,
                  MESSAGES_RESPONSE("[" MSG_USE_CLIENT "," MSG_USE_READ "]"), injected);
     assert_true(c.any_client);
     check_call(&c, 0, "toolu_2", "get_time", "{}", NULL);
     check_call(&c, 1, "toolu_1", "bmcp_fs_read", "{'path':'/a','n':[1,2]}", "fs");
 
-    c = calls_ok(AIB_USAGE_MESSAGES,
+    c = calls_ok(&aib_format_messages,
                  "{'content':[" MSG_TEXT ",{'type':'server_tool_use','id':'srvtoolu_1',"
                  "'name':'web_search','input':{}}],'stop_reason':'end_turn'}",
                  injected);
     assert_true(c.none);
 
-    calls_fail(AIB_USAGE_MESSAGES, "{'content':'hi'}", "response has no 'content' array");
-    calls_fail(AIB_USAGE_MESSAGES,
+    calls_fail(&aib_format_messages, "{'content':'hi'}", "response has no 'content' array");
+    calls_fail(&aib_format_messages,
                "{'content':[{'type':'tool_use','id':'a','name':'b','input':'{}'}]}",
                "a tool_use block has no string id, string name or object input");
-    calls_fail(AIB_USAGE_MESSAGES, "{'content':[{'type':'tool_use','name':'b','input':{}}]}",
+    calls_fail(&aib_format_messages, "{'content':[{'type':'tool_use','name':'b','input':{}}]}",
                "a tool_use block has no string id, string name or object input");
-    assert_non_null(aib_agent_calls(pool, AIB_USAGE_NONE, "{}", 2, NULL, NULL,
+    assert_non_null(aib_agent_calls(pool, NULL, "{}", 2, NULL, NULL,
                                     &(aib_agent_calls_t){0}));
 }
 
@@ -675,7 +675,7 @@ static void add_result(apr_array_header_t *results, const char *id, const char *
     r->is_error = is_error;
 }
 
-static const char *continue_ok(aib_usage_kind_e kind, const char *request_q,
+static const char *continue_ok(const aib_format_t *kind, const char *request_q,
                                const char *response_q, const apr_array_header_t *results)
 {
     const char *request = J(request_q), *response = J(response_q), *out = NULL, *err;
@@ -689,7 +689,7 @@ static const char *continue_ok(aib_usage_kind_e kind, const char *request_q,
     return out;
 }
 
-static void continue_fails(aib_usage_kind_e kind, const char *request_q,
+static void continue_fails(const aib_format_t *kind, const char *request_q,
                            const char *response_q, const apr_array_header_t *results,
                            const char *message)
 {
@@ -720,7 +720,7 @@ static void test_continue_chat(void **state)
     /* Results in another order than the calls: written in the calls'. */
     add_result(results, "call_2", "connection refused", 1);
     add_result(results, "call_1", "file text", 0);
-    out = continue_ok(AIB_USAGE_CHAT,
+    out = continue_ok(&aib_format_chat,
                       "{'model':'m','messages':[{'role':'user','content':'hi'}],"
                       "'tools':[" CHAT_FS_READ "],'parallel_tool_calls':false}",
                       CHAT_RESPONSE("[" CALL_READ "," CALL_SEARCH "]"), results);
@@ -741,7 +741,7 @@ static void test_continue_responses(void **state)
     (void)state;
     add_result(results, "call_1", "file text", 0);
     /* A string input becomes a user message first. */
-    out = continue_ok(AIB_USAGE_RESPONSES,
+    out = continue_ok(&aib_format_responses,
                       "{'model':'m','input':'read /','store':false}",
                       RESPONSES_RESPONSE("[" RESP_REASONING "," RESP_CALL_READ "]"), results);
     check_json(out, "{'model':'m','store':false,'input':[{'role':'user','content':'read /'},"
@@ -752,7 +752,7 @@ static void test_continue_responses(void **state)
      * output as JSON text. */
     results = new_results();
     add_result(results, "call_1", "denied", 1);
-    out = continue_ok(AIB_USAGE_RESPONSES,
+    out = continue_ok(&aib_format_responses,
                       "{'previous_response_id':'resp_0','input':[{'role':'user',"
                       "'content':[{'type':'input_text','text':'go'}]}]}",
                       RESPONSES_RESPONSE("[" RESP_CALL_READ "]"), results);
@@ -764,7 +764,7 @@ static void test_continue_responses(void **state)
     /* No input at all (previous_response_id only). */
     results = new_results();
     add_result(results, "call_1", "", 0);
-    out = continue_ok(AIB_USAGE_RESPONSES, "{'previous_response_id':'resp_0'}",
+    out = continue_ok(&aib_format_responses, "{'previous_response_id':'resp_0'}",
                       RESPONSES_RESPONSE("[" RESP_CALL_READ "]"), results);
     check_json(out, "{'previous_response_id':'resp_0','input':[" RESP_CALL_READ ","
                     "{'type':'function_call_output','call_id':'call_1','output':''}]}");
@@ -778,7 +778,7 @@ static void test_continue_messages(void **state)
     (void)state;
     add_result(results, "toolu_1", "file text", 0);
     add_result(results, "toolu_2", "timeout", 1);
-    out = continue_ok(AIB_USAGE_MESSAGES,
+    out = continue_ok(&aib_format_messages,
                       "{'model':'c','max_tokens':99,'messages':[{'role':'user','content':'hi'}]}",
                       MESSAGES_RESPONSE("[" MSG_TEXT "," MSG_USE_READ ",{'type':'tool_use',"
                                         "'id':'toolu_2','name':'bmcp_web_search','input':{}}]"),
@@ -806,43 +806,43 @@ static void test_continue_malformed(void **state)
     add_result(dup, "call_1", "y", 0);
     add_result(other, "call_9", "x", 0);
 
-    continue_fails(AIB_USAGE_CHAT, "{'messages':[]}", chat_resp, NULL,
+    continue_fails(&aib_format_chat, "{'messages':[]}", chat_resp, NULL,
                    "0 results for 1 tool calls");
-    continue_fails(AIB_USAGE_CHAT, "{'messages':[]}", chat_resp, two,
+    continue_fails(&aib_format_chat, "{'messages':[]}", chat_resp, two,
                    "2 results for 1 tool calls");
-    continue_fails(AIB_USAGE_CHAT, "{'messages':[]}", chat_resp, other,
+    continue_fails(&aib_format_chat, "{'messages':[]}", chat_resp, other,
                    "no result for tool call 'call_1'");
-    continue_fails(AIB_USAGE_CHAT, "{'messages':[]}",
+    continue_fails(&aib_format_chat, "{'messages':[]}",
                    CHAT_RESPONSE("[" CALL_READ "," CALL_READ "]"),
                    dup, "two tool calls have the id 'call_1'");
-    continue_fails(AIB_USAGE_CHAT, "{'messages':[]}",
+    continue_fails(&aib_format_chat, "{'messages':[]}",
                    CHAT_RESPONSE("[" CALL_READ "," CALL_SEARCH "]"),
                    dup, "two results for tool call 'call_1'");
-    continue_fails(AIB_USAGE_CHAT, "{'messages':[]}", CHAT_RESPONSE("null"), one,
+    continue_fails(&aib_format_chat, "{'messages':[]}", CHAT_RESPONSE("null"), one,
                    "the response calls no tool");
-    continue_fails(AIB_USAGE_CHAT, "{'model':'m'}", chat_resp, one,
+    continue_fails(&aib_format_chat, "{'model':'m'}", chat_resp, one,
                    "request has no 'messages' array");
-    continue_fails(AIB_USAGE_CHAT, "{'messages':{}}", chat_resp, one,
+    continue_fails(&aib_format_chat, "{'messages':{}}", chat_resp, one,
                    "request has no 'messages' array");
-    continue_fails(AIB_USAGE_CHAT, "[]", chat_resp, one, "request body is not a JSON object");
-    continue_fails(AIB_USAGE_CHAT, "{'messages':[]}", "{", one,
+    continue_fails(&aib_format_chat, "[]", chat_resp, one, "request body is not a JSON object");
+    continue_fails(&aib_format_chat, "{'messages':[]}", "{", one,
                    "response body is not a JSON object");
-    continue_fails(AIB_USAGE_CHAT, "{'messages':[]}", "{'choices':7}", one,
+    continue_fails(&aib_format_chat, "{'messages':[]}", "{'choices':7}", one,
                    "response has no choices[0].message object");
-    continue_fails(AIB_USAGE_RESPONSES, "{'input':7}", RESPONSES_RESPONSE("[" RESP_CALL_READ "]"),
+    continue_fails(&aib_format_responses, "{'input':7}", RESPONSES_RESPONSE("[" RESP_CALL_READ "]"),
                    one, "'input' must be a string or an array");
-    continue_fails(AIB_USAGE_RESPONSES, "{'input':'x'}",
+    continue_fails(&aib_format_responses, "{'input':'x'}",
                    RESPONSES_RESPONSE("[{'type':'computer_call','call_id':'call_1'}]"), one,
                    "the response calls a tool that is not a function");
-    continue_fails(AIB_USAGE_MESSAGES, "{}", MESSAGES_RESPONSE("[" MSG_USE_READ "]"), one,
+    continue_fails(&aib_format_messages, "{}", MESSAGES_RESPONSE("[" MSG_USE_READ "]"), one,
                    "request has no 'messages' array");
-    continue_fails(AIB_USAGE_NONE, "{}", "{}", one, "route has no tools");
+    continue_fails(NULL, "{}", "{}", one, "route has no tools");
 }
 
 /* ------------------------------------------------------------------ */
 /* Mixed turns                                                         */
 
-static const char *strip_ok(aib_usage_kind_e kind, const char *response_q)
+static const char *strip_ok(const aib_format_t *kind, const char *response_q)
 {
     const char *response = J(response_q), *out = NULL, *err;
     apr_size_t out_len = 0;
@@ -858,11 +858,11 @@ static const char *strip_ok(aib_usage_kind_e kind, const char *response_q)
 static void test_strip_chat(void **state)
 {
     (void)state;
-    check_json(strip_ok(AIB_USAGE_CHAT,
+    check_json(strip_ok(&aib_format_chat,
                         CHAT_RESPONSE("[" CALL_READ "," CALL_CLIENT "," CALL_SEARCH "]")),
                CHAT_RESPONSE("[" CALL_CLIENT "]"));
     /* No call left: a plain answer. */
-    check_json(strip_ok(AIB_USAGE_CHAT, CHAT_RESPONSE("[" CALL_READ "]")),
+    check_json(strip_ok(&aib_format_chat, CHAT_RESPONSE("[" CALL_READ "]")),
                "{'id':'c1','object':'chat.completion','choices':[{'index':0,'message':"
                "{'role':'assistant','content':null},'finish_reason':'stop'}],"
                "'usage':{'prompt_tokens':5,'completion_tokens':2}}");
@@ -871,7 +871,7 @@ static void test_strip_chat(void **state)
 static void test_strip_responses(void **state)
 {
     (void)state;
-    check_json(strip_ok(AIB_USAGE_RESPONSES,
+    check_json(strip_ok(&aib_format_responses,
                         RESPONSES_RESPONSE("[" RESP_REASONING "," RESP_CALL_READ ","
                                            RESP_CALL_CLIENT "]")),
                RESPONSES_RESPONSE("[" RESP_REASONING "," RESP_CALL_CLIENT "]"));
@@ -880,10 +880,10 @@ static void test_strip_responses(void **state)
 static void test_strip_messages(void **state)
 {
     (void)state;
-    check_json(strip_ok(AIB_USAGE_MESSAGES,
+    check_json(strip_ok(&aib_format_messages,
                         MESSAGES_RESPONSE("[" MSG_TEXT "," MSG_USE_READ "," MSG_USE_CLIENT "]")),
                MESSAGES_RESPONSE("[" MSG_TEXT "," MSG_USE_CLIENT "]"));
-    check_json(strip_ok(AIB_USAGE_MESSAGES, MESSAGES_RESPONSE("[" MSG_TEXT "," MSG_USE_READ "]")),
+    check_json(strip_ok(&aib_format_messages, MESSAGES_RESPONSE("[" MSG_TEXT "," MSG_USE_READ "]")),
                "{'id':'msg_1','type':'message','role':'assistant','content':[" MSG_TEXT "],"
                "'stop_reason':'end_turn','usage':{'input_tokens':5,'output_tokens':2}}");
 }
@@ -894,22 +894,22 @@ static void test_strip_unchanged_and_malformed(void **state)
     apr_size_t out_len = 0;
 
     (void)state;
-    assert_null(aib_agent_strip_injected(pool, AIB_USAGE_CHAT, response, strlen(response),
+    assert_null(aib_agent_strip_injected(pool, &aib_format_chat, response, strlen(response),
                                          injected_two(), NULL, &out, &out_len));
     assert_ptr_equal(out, response);
     assert_int_equal(out_len, strlen(response));
 
     out = NULL;
     response = J(CHAT_RESPONSE("[" CALL_READ ",7]"));
-    assert_string_equal(aib_agent_strip_injected(pool, AIB_USAGE_CHAT, response,
+    assert_string_equal(aib_agent_strip_injected(pool, &aib_format_chat, response,
                                                  strlen(response), injected_two(), NULL, &out,
                                                  &out_len),
                         "a tool call or output item is not an object");
     assert_null(out);
-    assert_string_equal(aib_agent_strip_injected(pool, AIB_USAGE_MESSAGES, "[]", 2,
+    assert_string_equal(aib_agent_strip_injected(pool, &aib_format_messages, "[]", 2,
                                                  injected_two(), NULL, &out, &out_len),
                         "response body is not a JSON object");
-    assert_string_equal(aib_agent_strip_injected(pool, AIB_USAGE_RESPONSES, "{}", 2,
+    assert_string_equal(aib_agent_strip_injected(pool, &aib_format_responses, "{}", 2,
                                                  injected_two(), NULL, &out, &out_len),
                         "response has no 'output' array");
     assert_null(out);
@@ -957,7 +957,7 @@ static aib_usage_t previous_usage(void)
     return u;
 }
 
-static const char *rewrite_ok(aib_usage_kind_e kind, const char *response_q,
+static const char *rewrite_ok(const aib_format_t *kind, const char *response_q,
                               const aib_usage_t *previous)
 {
     const char *response = J(response_q), *out = NULL, *err;
@@ -976,7 +976,7 @@ static void test_usage_rewrite_chat(void **state)
     aib_usage_t prev = previous_usage();
 
     (void)state;
-    check_json(rewrite_ok(AIB_USAGE_CHAT,
+    check_json(rewrite_ok(&aib_format_chat,
                           "{'id':'c','choices':[],'usage':{'prompt_tokens':50,"
                           "'completion_tokens':10,'total_tokens':60,"
                           "'prompt_tokens_details':{'cached_tokens':7,'audio_tokens':0},"
@@ -986,14 +986,14 @@ static void test_usage_rewrite_chat(void **state)
                "'total_tokens':180,'prompt_tokens_details':{'cached_tokens':37,'audio_tokens':0},"
                "'completion_tokens_details':{'reasoning_tokens':8}}}");
     /* No usage in the final body: created from the sum. */
-    check_json(rewrite_ok(AIB_USAGE_CHAT, "{'choices':[],'usage':null}", &prev),
+    check_json(rewrite_ok(&aib_format_chat, "{'choices':[],'usage':null}", &prev),
                "{'choices':[],'usage':{'prompt_tokens':100,'completion_tokens':20,"
                "'total_tokens':120,'prompt_tokens_details':{'cached_tokens':30},"
                "'completion_tokens_details':{'reasoning_tokens':5}}}");
     /* Detail objects only when there is something to say. */
     prev.cache_read = 0;
     prev.reasoning = 0;
-    check_json(rewrite_ok(AIB_USAGE_CHAT, "{'usage':{'prompt_tokens':1,'completion_tokens':1}}",
+    check_json(rewrite_ok(&aib_format_chat, "{'usage':{'prompt_tokens':1,'completion_tokens':1}}",
                           &prev),
                "{'usage':{'prompt_tokens':101,'completion_tokens':21,'total_tokens':122}}");
 }
@@ -1003,7 +1003,7 @@ static void test_usage_rewrite_responses(void **state)
     aib_usage_t prev = previous_usage();
 
     (void)state;
-    check_json(rewrite_ok(AIB_USAGE_RESPONSES,
+    check_json(rewrite_ok(&aib_format_responses,
                           "{'output':[],'usage':{'input_tokens':50,'output_tokens':10,"
                           "'total_tokens':60,'input_tokens_details':{'cached_tokens':7},"
                           "'output_tokens_details':{'reasoning_tokens':3}}}",
@@ -1018,7 +1018,7 @@ static void test_usage_rewrite_messages(void **state)
     aib_usage_t prev = previous_usage();
 
     (void)state;
-    check_json(rewrite_ok(AIB_USAGE_MESSAGES,
+    check_json(rewrite_ok(&aib_format_messages,
                           "{'content':[],'usage':{'input_tokens':50,'output_tokens':10,"
                           "'cache_read_input_tokens':7,'cache_creation_input_tokens':9,"
                           "'service_tier':'standard'}}",
@@ -1036,19 +1036,19 @@ static void test_usage_rewrite_unchanged_and_malformed(void **state)
 
     (void)state;
     aib_usage_init(&none, pool);
-    assert_null(aib_agent_usage_rewrite(pool, AIB_USAGE_CHAT, body, strlen(body), &none,
+    assert_null(aib_agent_usage_rewrite(pool, &aib_format_chat, body, strlen(body), &none,
                                         &out, &out_len));
     assert_ptr_equal(out, body);
     assert_int_equal(out_len, strlen(body));
 
     out = NULL;
-    assert_string_equal(aib_agent_usage_rewrite(pool, AIB_USAGE_CHAT, "{\"usage\":3}", 11,
+    assert_string_equal(aib_agent_usage_rewrite(pool, &aib_format_chat, "{\"usage\":3}", 11,
                                                 &prev, &out, &out_len),
                         "'usage' must be an object");
-    assert_string_equal(aib_agent_usage_rewrite(pool, AIB_USAGE_MESSAGES, "{", 1, &prev,
+    assert_string_equal(aib_agent_usage_rewrite(pool, &aib_format_messages, "{", 1, &prev,
                                                 &out, &out_len),
                         "response body is not a JSON object");
-    assert_string_equal(aib_agent_usage_rewrite(pool, AIB_USAGE_NONE, "{}", 2, &prev,
+    assert_string_equal(aib_agent_usage_rewrite(pool, NULL, "{}", 2, &prev,
                                                 &out, &out_len),
                         "route has no usage");
     assert_null(out);

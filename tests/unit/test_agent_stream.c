@@ -54,7 +54,7 @@ static sink_t *new_sink(void)
     return k;
 }
 
-static aib_agent_stream_t *new_filter(aib_usage_kind_e kind, int include_usage,
+static aib_agent_stream_t *new_filter(const aib_format_t *kind, int include_usage,
                                       apr_size_t max_held, sink_t *k)
 {
     return aib_agent_stream_create(pool, kind, "bmcp_", NULL, include_usage, max_held, emit, k);
@@ -246,7 +246,7 @@ static const char *chat_final_iteration(const char *id, int in, int out)
 static void chat_passthrough(void **state)
 {
     sink_t *k = new_sink();
-    aib_agent_stream_t *s = new_filter(AIB_USAGE_CHAT, 1, 0, k);
+    aib_agent_stream_t *s = new_filter(&aib_format_chat, 1, 0, k);
     const char *up = chat_final_iteration("chatcmpl-A", 15, 7);
     aib_agent_turn_t *t = iterate(s, up);
 
@@ -294,7 +294,7 @@ static json_object *check_chat_client(const sink_t *k, const char *content, cons
 static void chat_tool_then_text(void **state)
 {
     sink_t *k = new_sink();
-    aib_agent_stream_t *s = new_filter(AIB_USAGE_CHAT, 1, 0, k);
+    aib_agent_stream_t *s = new_filter(&aib_format_chat, 1, 0, k);
     aib_agent_turn_t *t1, *t2;
     json_object *usage, *msg;
 
@@ -335,7 +335,7 @@ static void chat_tool_then_text(void **state)
 static void chat_usage_hidden(void **state)
 {
     sink_t *k = new_sink();
-    aib_agent_stream_t *s = new_filter(AIB_USAGE_CHAT, 0, 0, k);
+    aib_agent_stream_t *s = new_filter(&aib_format_chat, 0, 0, k);
 
     (void)state;
     iterate(s, with_ids(chat_tool_iteration(100, 20), "chatcmpl-A", "call_1"));
@@ -348,7 +348,7 @@ static void chat_usage_hidden(void **state)
 static void chat_two_tool_iterations(void **state)
 {
     sink_t *k = new_sink();
-    aib_agent_stream_t *s = new_filter(AIB_USAGE_CHAT, 1, 0, k);
+    aib_agent_stream_t *s = new_filter(&aib_format_chat, 1, 0, k);
     aib_agent_turn_t *t;
 
     (void)state;
@@ -367,7 +367,7 @@ static void chat_two_tool_iterations(void **state)
 static void chat_client_tool_passthrough(void **state)
 {
     sink_t *k = new_sink();
-    aib_agent_stream_t *s = new_filter(AIB_USAGE_CHAT, 1, 0, k);
+    aib_agent_stream_t *s = new_filter(&aib_format_chat, 1, 0, k);
     const char *up = apr_pstrcat(pool, DELTA("chatcmpl-A", ROLE),
                                  DELTA("chatcmpl-A", CALL_START(0, "call_9", "get_time")),
                                  DELTA("chatcmpl-A", CALL_ARGS(0, "{}")),
@@ -387,7 +387,7 @@ static void chat_client_tool_passthrough(void **state)
 static void chat_mixed(void **state)
 {
     sink_t *k = new_sink();
-    aib_agent_stream_t *s = new_filter(AIB_USAGE_CHAT, 1, 0, k);
+    aib_agent_stream_t *s = new_filter(&aib_format_chat, 1, 0, k);
     const char *up = apr_pstrcat(pool, DELTA("chatcmpl-A", ROLE),
                                  DELTA("chatcmpl-A", CALL_START(0, "call_1", "bmcp_wx_weather")),
                                  DELTA("chatcmpl-A", CALL_ARGS(0, "{}")),
@@ -423,7 +423,7 @@ static void chat_mixed(void **state)
 static void chat_error(void **state)
 {
     sink_t *k = new_sink();
-    aib_agent_stream_t *s = new_filter(AIB_USAGE_CHAT, 1, 0, k);
+    aib_agent_stream_t *s = new_filter(&aib_format_chat, 1, 0, k);
     aib_agent_turn_t *t;
     apr_array_header_t *evs;
 
@@ -530,7 +530,7 @@ static const char *const nothing[] = { NULL };
 static void messages_passthrough(void **state)
 {
     sink_t *k = new_sink();
-    aib_agent_stream_t *s = new_filter(AIB_USAGE_MESSAGES, 0, 0, k);
+    aib_agent_stream_t *s = new_filter(&aib_format_messages, 0, 0, k);
     const char *up = apr_pstrcat(pool, msg_start("msg_1", 50, 5), PING, msg_text(0, sunny),
                                  msg_end("end_turn", 12), NULL);
     aib_agent_turn_t *t = iterate(s, up);
@@ -589,7 +589,7 @@ static json_object *check_messages_client(const sink_t *k, int blocks, const cha
 static void messages_tool_then_text(void **state)
 {
     sink_t *k = new_sink();
-    aib_agent_stream_t *s = new_filter(AIB_USAGE_MESSAGES, 0, 0, k);
+    aib_agent_stream_t *s = new_filter(&aib_format_messages, 0, 0, k);
     aib_agent_turn_t *t;
     json_object *msg, *delta;
 
@@ -630,7 +630,7 @@ static void messages_tool_then_text(void **state)
 static void messages_two_tool_iterations(void **state)
 {
     sink_t *k = new_sink();
-    aib_agent_stream_t *s = new_filter(AIB_USAGE_MESSAGES, 0, 0, k);
+    aib_agent_stream_t *s = new_filter(&aib_format_messages, 0, 0, k);
     aib_agent_turn_t *t;
     json_object *msg;
 
@@ -663,7 +663,7 @@ static void messages_two_tool_iterations(void **state)
 static void messages_client_tool(void **state)
 {
     sink_t *k = new_sink();
-    aib_agent_stream_t *s = new_filter(AIB_USAGE_MESSAGES, 0, 0, k);
+    aib_agent_stream_t *s = new_filter(&aib_format_messages, 0, 0, k);
     aib_agent_turn_t *t;
     apr_array_header_t *evs;
     int i, tools = 0;
@@ -701,7 +701,7 @@ static void messages_client_tool(void **state)
 static void messages_error(void **state)
 {
     sink_t *k = new_sink();
-    aib_agent_stream_t *s = new_filter(AIB_USAGE_MESSAGES, 0, 0, k);
+    aib_agent_stream_t *s = new_filter(&aib_format_messages, 0, 0, k);
     aib_agent_turn_t *t;
     apr_array_header_t *evs;
 
@@ -727,7 +727,7 @@ static void messages_error(void **state)
 static void messages_after_tool_turn(void **state)
 {
     sink_t *k = new_sink();
-    aib_agent_stream_t *s = new_filter(AIB_USAGE_MESSAGES, 0, 0, k);
+    aib_agent_stream_t *s = new_filter(&aib_format_messages, 0, 0, k);
     aib_agent_turn_t *t;
 
     (void)state;
@@ -748,7 +748,7 @@ static void messages_after_tool_turn(void **state)
 static void messages_text_streams_live(void **state)
 {
     sink_t *k = new_sink();
-    aib_agent_stream_t *s = new_filter(AIB_USAGE_MESSAGES, 0, 0, k);
+    aib_agent_stream_t *s = new_filter(&aib_format_messages, 0, 0, k);
     const char *start = msg_start("msg_2", 60, 0), *block;
     aib_sse_parser_t *p;
     char *expect = apr_pstrdup(pool, "");
@@ -917,7 +917,7 @@ static const char *rs_tools(const char *id, const char *call_id, int in, int out
 static void responses_passthrough(void **state)
 {
     sink_t *k = new_sink();
-    aib_agent_stream_t *s = new_filter(AIB_USAGE_RESPONSES, 0, 0, k);
+    aib_agent_stream_t *s = new_filter(&aib_format_responses, 0, 0, k);
     const char *up = rs_final("resp_1", 20, 4);
     aib_agent_turn_t *t = iterate(s, up);
 
@@ -957,7 +957,7 @@ static json_object *check_responses_client(const sink_t *k, int deltas)
 static void responses_tool_then_text(void **state)
 {
     sink_t *k = new_sink();
-    aib_agent_stream_t *s = new_filter(AIB_USAGE_RESPONSES, 0, 0, k);
+    aib_agent_stream_t *s = new_filter(&aib_format_responses, 0, 0, k);
     aib_agent_turn_t *t;
     json_object *items, *completed;
     apr_array_header_t *evs;
@@ -1007,7 +1007,7 @@ static void responses_tool_then_text(void **state)
 static void responses_two_tool_iterations(void **state)
 {
     sink_t *k = new_sink();
-    aib_agent_stream_t *s = new_filter(AIB_USAGE_RESPONSES, 0, 0, k);
+    aib_agent_stream_t *s = new_filter(&aib_format_responses, 0, 0, k);
     json_object *completed;
 
     (void)state;
@@ -1025,7 +1025,7 @@ static void responses_two_tool_iterations(void **state)
 static void responses_client_tool(void **state)
 {
     sink_t *k = new_sink();
-    aib_agent_stream_t *s = new_filter(AIB_USAGE_RESPONSES, 0, 0, k);
+    aib_agent_stream_t *s = new_filter(&aib_format_responses, 0, 0, k);
     rs_t r = { NULL, 0 };
     aib_agent_turn_t *t;
     json_object *completed;
@@ -1051,7 +1051,7 @@ static void responses_client_tool(void **state)
 static void responses_error(void **state)
 {
     sink_t *k = new_sink();
-    aib_agent_stream_t *s = new_filter(AIB_USAGE_RESPONSES, 0, 0, k);
+    aib_agent_stream_t *s = new_filter(&aib_format_responses, 0, 0, k);
     rs_t r = { NULL, 0 };
     aib_agent_turn_t *t;
     apr_array_header_t *evs;
@@ -1079,7 +1079,7 @@ static void responses_error(void **state)
 static void oversized_arguments(void **state)
 {
     sink_t *k = new_sink();
-    aib_agent_stream_t *s = new_filter(AIB_USAGE_CHAT, 1, 4096, k);
+    aib_agent_stream_t *s = new_filter(&aib_format_chat, 1, 4096, k);
     aib_sse_parser_t *p = aib_sse_parser_create(pool, 1 << 20, aib_agent_stream_event, s);
     const char *start = DELTA("chatcmpl-A", CALL_START(0, "call_1", "bmcp_fs_write"));
     const char *piece = DELTA("chatcmpl-A", CALL_ARGS(0, "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
@@ -1103,7 +1103,7 @@ static void oversized_arguments(void **state)
 static void default_cap_holds(void **state)
 {
     sink_t *k = new_sink();
-    aib_agent_stream_t *s = new_filter(AIB_USAGE_MESSAGES, 0, 0, k);
+    aib_agent_stream_t *s = new_filter(&aib_format_messages, 0, 0, k);
     char *big = apr_palloc(pool, 1024 * 1024 + 1);
     const char *start = "{\"type\":\"content_block_start\",\"index\":0,\"content_block\":"
                         "{\"type\":\"tool_use\",\"id\":\"t\",\"name\":\"bmcp_a_b\",\"input\":{}}}";
@@ -1126,7 +1126,7 @@ static void default_cap_holds(void **state)
 static void client_gone(void **state)
 {
     sink_t *k = new_sink();
-    aib_agent_stream_t *s = new_filter(AIB_USAGE_MESSAGES, 0, 0, k);
+    aib_agent_stream_t *s = new_filter(&aib_format_messages, 0, 0, k);
     aib_agent_turn_t *t;
 
     (void)state;
@@ -1140,7 +1140,7 @@ static void client_gone(void **state)
 static void truncated(void **state)
 {
     sink_t *k = new_sink();
-    aib_agent_stream_t *s = new_filter(AIB_USAGE_RESPONSES, 0, 0, k);
+    aib_agent_stream_t *s = new_filter(&aib_format_responses, 0, 0, k);
     rs_t r = { NULL, 0 };
 
     (void)state;
@@ -1156,11 +1156,11 @@ static void keepalive(void **state)
     const char *f;
 
     (void)state;
-    f = aib_agent_stream_keepalive(AIB_USAGE_CHAT, &len);
+    f = aib_agent_stream_keepalive(&aib_format_chat, &len);
     assert_string_equal(f, ": keep-alive\n\n");
     assert_int_equal(len, strlen(f));
-    assert_string_equal(aib_agent_stream_keepalive(AIB_USAGE_RESPONSES, &len), ": keep-alive\n\n");
-    f = aib_agent_stream_keepalive(AIB_USAGE_MESSAGES, &len);
+    assert_string_equal(aib_agent_stream_keepalive(&aib_format_responses, &len), ": keep-alive\n\n");
+    f = aib_agent_stream_keepalive(&aib_format_messages, &len);
     assert_string_equal(f, "event: ping\ndata: {\"type\": \"ping\"}\n\n");
     assert_int_equal(len, strlen(f));
 }

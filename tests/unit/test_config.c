@@ -19,6 +19,7 @@
 #include <apr_tables.h>
 
 #include "config.h"
+#include "format.h"
 #include "provider.h"
 
 #define SENTINEL INT64_C(-777)
@@ -364,17 +365,16 @@ static void test_provider_table(void **state)
     assert_null(aib_provider_ops_find("gemini"));
     assert_string_equal(aib_provider_types(pool), "openai, anthropic");
     PARSE_ERR("unknown provider type 'gemini' (openai, anthropic)", "p", "gemini", "pool=x");
-    /* The bridged routes a provider lists are those its route() gives. */
+    /* The formats a provider lists are those its route() gives. */
     for (i = 0; i < sizeof(bridged) / sizeof(bridged[0]); i++) {
         const aib_provider_ops_t *ops = aib_provider_ops_find(bridged[i].type);
         ops->route("POST", bridged[i].path, &route);
         assert_int_equal(route.kind, AIB_ROUTE_BRIDGED);
         assert_string_equal(route.name, bridged[i].route);
-        assert_true(aib_provider_bridges(ops, bridged[i].route));
+        assert_true(aib_format_spoken_by(route.format, ops));
     }
-    assert_false(aib_provider_bridges(&aib_provider_openai, "messages"));
-    assert_false(aib_provider_bridges(&aib_provider_anthropic, "chat"));
-    assert_false(aib_provider_bridges(&aib_provider_anthropic, "passthrough"));
+    assert_false(aib_format_spoken_by(&aib_format_messages, &aib_provider_openai));
+    assert_false(aib_format_spoken_by(&aib_format_chat, &aib_provider_anthropic));
 }
 
 static void test_provider_url_needs_host(void **state)

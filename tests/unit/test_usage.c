@@ -20,6 +20,7 @@
 #include <apr_pools.h>
 #include <apr_strings.h>
 
+#include "format.h"
 #include "usage.h"
 
 
@@ -58,7 +59,7 @@ static void check_tools(const aib_usage_t *u, ...)
 }
 
 /* Feeds body to a new reader in pieces of `piece` bytes (0: whole). */
-static void read_body(aib_usage_t *u, apr_pool_t *pool, aib_usage_kind_e kind,
+static void read_body(aib_usage_t *u, apr_pool_t *pool, const aib_format_t *kind,
                       const char *body, size_t len, size_t max_bytes, size_t piece)
 {
     aib_usage_reader_t *r;
@@ -83,7 +84,7 @@ typedef struct {
     const char *data;
 } ev_t;
 
-static void run_events(aib_usage_t *u, apr_pool_t *pool, aib_usage_kind_e kind,
+static void run_events(aib_usage_t *u, apr_pool_t *pool, const aib_format_t *kind,
                        const ev_t *evs, size_t n)
 {
     size_t i;
@@ -93,7 +94,7 @@ static void run_events(aib_usage_t *u, apr_pool_t *pool, aib_usage_kind_e kind,
                              strlen(evs[i].data));
 }
 
-static void one_event(aib_usage_t *u, apr_pool_t *pool, aib_usage_kind_e kind,
+static void one_event(aib_usage_t *u, apr_pool_t *pool, const aib_format_t *kind,
                       const char *event, const char *data)
 {
     aib_usage_from_event(u, pool, kind, event, data, strlen(data));
@@ -214,13 +215,51 @@ static const size_t PIECES[] = { 0, 1, 2, 3, 7, 64, 1000 };
 static void test_kind(void **state)
 {
     (void)state;
-    assert_int_equal(aib_usage_kind("chat"), AIB_USAGE_CHAT);
-    assert_int_equal(aib_usage_kind("responses"), AIB_USAGE_RESPONSES);
-    assert_int_equal(aib_usage_kind("messages"), AIB_USAGE_MESSAGES);
-    assert_int_equal(aib_usage_kind("passthrough"), AIB_USAGE_NONE);
-    assert_int_equal(aib_usage_kind("Chat"), AIB_USAGE_NONE);
-    assert_int_equal(aib_usage_kind(""), AIB_USAGE_NONE);
-    assert_int_equal(aib_usage_kind(NULL), AIB_USAGE_NONE);
+    assert_ptr_equal(aib_format_find("chat"), &aib_format_chat);
+    assert_ptr_equal(aib_format_find("responses"), &aib_format_responses);
+    assert_ptr_equal(aib_format_find("messages"), &aib_format_messages);
+    assert_null(aib_format_find("passthrough"));
+    assert_null(aib_format_find("Chat"));
+    assert_null(aib_format_find(""));
+    assert_null(aib_format_find(NULL));
+}
+
+/* Every format of the table describes everything: a format added with a
+ * member left out fails here, not in a request. */
+static void test_formats_complete(void **state)
+{
+    int i;
+
+    (void)state;
+    for (i = 0; i < AIB_FORMAT_COUNT; i++) {
+        const aib_format_t *f = aib_formats[i];
+
+        assert_non_null(f->name);
+        assert_ptr_equal(aib_format_find(f->name), f);
+        assert_non_null(f->usage_fields);
+        assert_non_null(f->usage_fields[0].member);
+        assert_non_null(f->usage_event_wanted);
+        assert_non_null(f->usage_from_event);
+        assert_non_null(f->tools_from_body);
+        /* Asking for usage and taking it back go together. */
+        assert_int_equal(!f->stream_usage_ask, !f->stream_usage_strip);
+        assert_non_null(f->stream_complete);
+        assert_non_null(f->stream_error);
+        assert_non_null(f->keepalive);
+        assert_non_null(f->tool_choice_none);
+        assert_non_null(f->tool_entry);
+        assert_non_null(f->client_tool_name);
+        assert_non_null(f->serial_tool_calls);
+        assert_non_null(f->call_array);
+        assert_non_null(f->read_call);
+        assert_non_null(f->history);
+        assert_non_null(f->append_turn);
+        assert_non_null(f->append_result);
+        assert_non_null(f->no_calls_left);
+        assert_non_null(f->turn_as_response);
+        assert_non_null(f->filter_event);
+        assert_non_null(f->filter_assistant);
+    }
 }
 
 static void test_init(void **state)
@@ -248,7 +287,7 @@ static void test_chat_blocking(void **state)
         apr_pool_t *pool = new_pool();
         aib_usage_t u;
 
-        read_body(&u, pool, AIB_USAGE_CHAT, CHAT_BODY, strlen(CHAT_BODY), 1 << 20,
+        read_body(&u, pool, &aib_format_chat, CHAT_BODY, strlen(CHAT_BODY), 1 << 20,
                   PIECES[i]);
         check_counts(&u, 1, 1117, 46, 1024, 0, 12);
         check_tools(&u, "get_weather", "get_time", "lookup", NO_TOOLS);
@@ -265,7 +304,7 @@ static void test_responses_blocking(void **state)
         apr_pool_t *pool = new_pool();
         aib_usage_t u;
 
-        read_body(&u, pool, AIB_USAGE_RESPONSES, RESPONSES_BODY,
+        read_body(&u, pool, &aib_format_responses, RESPONSES_BODY,
                   strlen(RESPONSES_BODY), 1 << 20, PIECES[i]);
         check_counts(&u, 1, 328, 52, 256, 0, 17);
         check_tools(&u, "get_weather", "send_email", NO_TOOLS);
@@ -282,7 +321,7 @@ static void test_messages_blocking(void **state)
         apr_pool_t *pool = new_pool();
         aib_usage_t u;
 
-        read_body(&u, pool, AIB_USAGE_MESSAGES, MESSAGES_BODY,
+        read_body(&u, pool, &aib_format_messages, MESSAGES_BODY,
                   strlen(MESSAGES_BODY), 1 << 20, PIECES[i]);
         check_counts(&u, 1, 472, 89, 1536, 2048, 0);
         check_tools(&u, "get_weather", "get_time", NO_TOOLS);
@@ -298,21 +337,21 @@ static void test_blocking_wrong_kind(void **state)
     aib_usage_t u;
 
     (void)state;
-    read_body(&u, pool, AIB_USAGE_RESPONSES, CHAT_BODY, strlen(CHAT_BODY), 1 << 20, 0);
+    read_body(&u, pool, &aib_format_responses, CHAT_BODY, strlen(CHAT_BODY), 1 << 20, 0);
     check_counts(&u, 1, 0, 0, 0, 0, 0);
     check_tools(&u, NO_TOOLS);
 
-    read_body(&u, pool, AIB_USAGE_CHAT, MESSAGES_BODY, strlen(MESSAGES_BODY), 1 << 20, 0);
+    read_body(&u, pool, &aib_format_chat, MESSAGES_BODY, strlen(MESSAGES_BODY), 1 << 20, 0);
     check_counts(&u, 1, 0, 0, 0, 0, 0);
     check_tools(&u, NO_TOOLS);
 
     /* Responses and Messages share input_tokens/output_tokens. */
-    read_body(&u, pool, AIB_USAGE_MESSAGES, RESPONSES_BODY, strlen(RESPONSES_BODY),
+    read_body(&u, pool, &aib_format_messages, RESPONSES_BODY, strlen(RESPONSES_BODY),
               1 << 20, 0);
     check_counts(&u, 1, 328, 52, 0, 0, 0);
     check_tools(&u, NO_TOOLS);
 
-    read_body(&u, pool, AIB_USAGE_NONE, CHAT_BODY, strlen(CHAT_BODY), 1 << 20, 0);
+    read_body(&u, pool, NULL, CHAT_BODY, strlen(CHAT_BODY), 1 << 20, 0);
     check_counts(&u, 0, 0, 0, 0, 0, 0);
     check_tools(&u, NO_TOOLS);
     apr_pool_destroy(pool);
@@ -328,36 +367,36 @@ static void test_blocking_missing_fields(void **state)
     /* No usage at all: unseen. */
     b = "{\"id\":\"chatcmpl-1\",\"choices\":[{\"index\":0,\"message\":"
         "{\"role\":\"assistant\",\"content\":\"Hi\"},\"finish_reason\":\"stop\"}]}";
-    read_body(&u, pool, AIB_USAGE_CHAT, b, strlen(b), 4096, 0);
+    read_body(&u, pool, &aib_format_chat, b, strlen(b), 4096, 0);
     check_counts(&u, 0, 0, 0, 0, 0, 0);
     check_tools(&u, NO_TOOLS);
 
     /* usage null: unseen. */
     b = "{\"choices\":[],\"usage\":null}";
-    read_body(&u, pool, AIB_USAGE_CHAT, b, strlen(b), 4096, 0);
+    read_body(&u, pool, &aib_format_chat, b, strlen(b), 4096, 0);
     check_counts(&u, 0, 0, 0, 0, 0, 0);
 
     /* An empty usage object is still usage. */
     b = "{\"usage\":{}}";
-    read_body(&u, pool, AIB_USAGE_MESSAGES, b, strlen(b), 4096, 0);
+    read_body(&u, pool, &aib_format_messages, b, strlen(b), 4096, 0);
     check_counts(&u, 1, 0, 0, 0, 0, 0);
 
     /* Only some fields (older models: no details). */
     b = "{\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":12,\"total_tokens\":21}}";
-    read_body(&u, pool, AIB_USAGE_CHAT, b, strlen(b), 4096, 0);
+    read_body(&u, pool, &aib_format_chat, b, strlen(b), 4096, 0);
     check_counts(&u, 1, 9, 12, 0, 0, 0);
 
     b = "{\"usage\":{\"input_tokens\":5,\"output_tokens\":6}}";
-    read_body(&u, pool, AIB_USAGE_MESSAGES, b, strlen(b), 4096, 0);
+    read_body(&u, pool, &aib_format_messages, b, strlen(b), 4096, 0);
     check_counts(&u, 1, 5, 6, 0, 0, 0);
 
     b = "{\"usage\":{\"output_tokens_details\":{\"reasoning_tokens\":4}}}";
-    read_body(&u, pool, AIB_USAGE_RESPONSES, b, strlen(b), 4096, 0);
+    read_body(&u, pool, &aib_format_responses, b, strlen(b), 4096, 0);
     check_counts(&u, 1, 0, 0, 0, 0, 4);
 
     /* usage nested elsewhere only: not the top-level usage. */
     b = "{\"data\":{\"usage\":{\"prompt_tokens\":3}}}";
-    read_body(&u, pool, AIB_USAGE_CHAT, b, strlen(b), 4096, 0);
+    read_body(&u, pool, &aib_format_chat, b, strlen(b), 4096, 0);
     check_counts(&u, 0, 0, 0, 0, 0, 0);
     apr_pool_destroy(pool);
 }
@@ -373,13 +412,13 @@ static void test_blocking_bad_values(void **state)
     b = "{\"usage\":{\"prompt_tokens\":\"12\",\"completion_tokens\":3.5,"
         "\"prompt_tokens_details\":{\"cached_tokens\":-4},"
         "\"completion_tokens_details\":{\"reasoning_tokens\":true}}}";
-    read_body(&u, pool, AIB_USAGE_CHAT, b, strlen(b), 4096, 0);
+    read_body(&u, pool, &aib_format_chat, b, strlen(b), 4096, 0);
     check_counts(&u, 1, 0, 0, 0, 0, 0);
 
     b = "{\"usage\":{\"prompt_tokens\":null,\"completion_tokens\":[1],"
         "\"prompt_tokens_details\":[{\"cached_tokens\":4}],"
         "\"completion_tokens_details\":\"x\",\"total_tokens\":7}}";
-    read_body(&u, pool, AIB_USAGE_CHAT, b, strlen(b), 4096, 0);
+    read_body(&u, pool, &aib_format_chat, b, strlen(b), 4096, 0);
     check_counts(&u, 1, 0, 0, 0, 0, 0);
 
     /* Beyond int64 (and beyond uint64): ignored; INT64_MAX itself is read. */
@@ -387,12 +426,12 @@ static void test_blocking_bad_values(void **state)
         "\"output_tokens\":18446744073709551615,"
         "\"cache_read_input_tokens\":9223372036854775808,"
         "\"cache_creation_input_tokens\":9223372036854775807}}";
-    read_body(&u, pool, AIB_USAGE_MESSAGES, b, strlen(b), 4096, 0);
+    read_body(&u, pool, &aib_format_messages, b, strlen(b), 4096, 0);
     check_counts(&u, 1, 0, 0, 0, INT64_MAX, 0);
 
     b = "{\"usage\":{\"input_tokens\":1e400,\"output_tokens\":-9223372036854775808,"
         "\"cache_read_input_tokens\":0,\"cache_creation_input_tokens\":1E3}}";
-    read_body(&u, pool, AIB_USAGE_MESSAGES, b, strlen(b), 4096, 0);
+    read_body(&u, pool, &aib_format_messages, b, strlen(b), 4096, 0);
     assert_int_equal(u.input, 0);
     assert_int_equal(u.output, 0);
     assert_int_equal(u.cache_read, 0);
@@ -400,10 +439,10 @@ static void test_blocking_bad_values(void **state)
 
     /* usage of the wrong type. */
     b = "{\"usage\":[{\"prompt_tokens\":1}]}";
-    read_body(&u, pool, AIB_USAGE_CHAT, b, strlen(b), 4096, 0);
+    read_body(&u, pool, &aib_format_chat, b, strlen(b), 4096, 0);
     check_counts(&u, 0, 0, 0, 0, 0, 0);
     b = "{\"usage\":\"lots\"}";
-    read_body(&u, pool, AIB_USAGE_CHAT, b, strlen(b), 4096, 0);
+    read_body(&u, pool, &aib_format_chat, b, strlen(b), 4096, 0);
     check_counts(&u, 0, 0, 0, 0, 0, 0);
     apr_pool_destroy(pool);
 }
@@ -419,32 +458,32 @@ static void test_blocking_bad_tools(void **state)
         "{\"message\":{\"tool_calls\":[null,{\"function\":\"f\"},{\"function\":{\"name\":3}},"
         "{\"function\":{\"name\":\"\"}},{\"function\":{}},"
         "{\"function\":{\"name\":\"ok\"}}]}}]}";
-    read_body(&u, pool, AIB_USAGE_CHAT, b, strlen(b), 4096, 0);
+    read_body(&u, pool, &aib_format_chat, b, strlen(b), 4096, 0);
     check_counts(&u, 0, 0, 0, 0, 0, 0);
     check_tools(&u, "ok", NO_TOOLS);
 
     b = "{\"choices\":{\"message\":{\"tool_calls\":[{\"function\":{\"name\":\"x\"}}]}}}";
-    read_body(&u, pool, AIB_USAGE_CHAT, b, strlen(b), 4096, 0);
+    read_body(&u, pool, &aib_format_chat, b, strlen(b), 4096, 0);
     check_tools(&u, NO_TOOLS);
 
     b = "{\"output\":[{\"type\":\"function_call\"},{\"type\":\"function_call\",\"name\":null},"
         "{\"type\":7,\"name\":\"x\"},{\"name\":\"y\"},\"function_call\","
         "{\"type\":\"FUNCTION_CALL\",\"name\":\"z\"},"
         "{\"type\":\"function_call\",\"name\":\"good\"}]}";
-    read_body(&u, pool, AIB_USAGE_RESPONSES, b, strlen(b), 4096, 0);
+    read_body(&u, pool, &aib_format_responses, b, strlen(b), 4096, 0);
     check_tools(&u, "good", NO_TOOLS);
 
     b = "{\"output\":{\"type\":\"function_call\",\"name\":\"x\"}}";
-    read_body(&u, pool, AIB_USAGE_RESPONSES, b, strlen(b), 4096, 0);
+    read_body(&u, pool, &aib_format_responses, b, strlen(b), 4096, 0);
     check_tools(&u, NO_TOOLS);
 
     b = "{\"content\":[{\"type\":\"tool_use\"},{\"type\":\"tool_use\",\"name\":[\"x\"]},"
         "{\"type\":\"text\",\"name\":\"t\"},{\"type\":\"tool_use\",\"name\":\"good\"}]}";
-    read_body(&u, pool, AIB_USAGE_MESSAGES, b, strlen(b), 4096, 0);
+    read_body(&u, pool, &aib_format_messages, b, strlen(b), 4096, 0);
     check_tools(&u, "good", NO_TOOLS);
 
     b = "{\"content\":\"tool_use\"}";
-    read_body(&u, pool, AIB_USAGE_MESSAGES, b, strlen(b), 4096, 0);
+    read_body(&u, pool, &aib_format_messages, b, strlen(b), 4096, 0);
     check_tools(&u, NO_TOOLS);
     apr_pool_destroy(pool);
 }
@@ -462,11 +501,11 @@ static void test_reader_max_bytes(void **state)
     (void)state;
     for (i = 0; i < sizeof(PIECES) / sizeof(PIECES[0]); i++) {
         /* Exactly max_bytes is read. */
-        read_body(&u, pool, AIB_USAGE_MESSAGES, MESSAGES_BODY, len, len, PIECES[i]);
+        read_body(&u, pool, &aib_format_messages, MESSAGES_BODY, len, len, PIECES[i]);
         check_counts(&u, 1, 472, 89, 1536, 2048, 0);
         check_tools(&u, "get_weather", "get_time", NO_TOOLS);
         /* One byte more is not (even the complete part before it). */
-        read_body(&u, pool, AIB_USAGE_MESSAGES, MESSAGES_BODY, len, len - 1, PIECES[i]);
+        read_body(&u, pool, &aib_format_messages, MESSAGES_BODY, len, len - 1, PIECES[i]);
         check_counts(&u, 0, 0, 0, 0, 0, 0);
         check_tools(&u, NO_TOOLS);
     }
@@ -474,13 +513,13 @@ static void test_reader_max_bytes(void **state)
     {
         char *b = apr_pstrcat(pool, MESSAGES_BODY, "\n\n", NULL);
 
-        read_body(&u, pool, AIB_USAGE_MESSAGES, b, len + 2, len + 1, 0);
+        read_body(&u, pool, &aib_format_messages, b, len + 2, len + 1, 0);
         check_counts(&u, 0, 0, 0, 0, 0, 0);
-        read_body(&u, pool, AIB_USAGE_MESSAGES, b, len + 2, len + 2, 1);
+        read_body(&u, pool, &aib_format_messages, b, len + 2, len + 2, 1);
         check_counts(&u, 1, 472, 89, 1536, 2048, 0);
     }
     /* max_bytes 0: nothing is read. */
-    read_body(&u, pool, AIB_USAGE_MESSAGES, MESSAGES_BODY, len, 0, 0);
+    read_body(&u, pool, &aib_format_messages, MESSAGES_BODY, len, 0, 0);
     check_counts(&u, 0, 0, 0, 0, 0, 0);
     apr_pool_destroy(pool);
 }
@@ -498,13 +537,13 @@ static void test_reader_truncated(void **state)
         apr_pool_t *sub;
 
         assert_int_equal(apr_pool_create(&sub, pool), APR_SUCCESS);
-        read_body(&u, sub, AIB_USAGE_CHAT, CHAT_BODY, cut, 1 << 20, cut % 5);
+        read_body(&u, sub, &aib_format_chat, CHAT_BODY, cut, 1 << 20, cut % 5);
         assert_int_equal(u.seen, 0);
         assert_int_equal(u.input, 0);
         assert_int_equal(u.tools->nelts, 0);
         apr_pool_destroy(sub);
     }
-    read_body(&u, pool, AIB_USAGE_CHAT, CHAT_BODY, len, 1 << 20, 0);
+    read_body(&u, pool, &aib_format_chat, CHAT_BODY, len, 1 << 20, 0);
     assert_int_equal(u.seen, 1);
     apr_pool_destroy(pool);
 }
@@ -526,14 +565,14 @@ static void test_nul_byte(void **state)
     (void)state;
     for (p = 0; p < 3; p++) {
         /* sizeof: the NUL is part of the body. */
-        read_body(&u, pool, AIB_USAGE_CHAT, body, sizeof(body), 4096, p);
+        read_body(&u, pool, &aib_format_chat, body, sizeof(body), 4096, p);
         check_counts(&u, 0, 0, 0, 0, 0, 0);
     }
     aib_usage_init(&u, pool);
-    aib_usage_from_event(&u, pool, AIB_USAGE_CHAT, NULL, chunk, sizeof(chunk));
+    aib_usage_from_event(&u, pool, &aib_format_chat, NULL, chunk, sizeof(chunk));
     check_counts(&u, 0, 0, 0, 0, 0, 0);
     /* Nor is it a request body to edit. */
-    assert_ptr_equal(aib_usage_inject(pool, req, sizeof(req), &out_len, &injected), req);
+    assert_ptr_equal(aib_usage_request(pool, &aib_format_chat, req, sizeof(req), &out_len, &injected), req);
     assert_int_equal(injected, 0);
     assert_int_equal(out_len, sizeof(req));
     apr_pool_destroy(pool);
@@ -558,14 +597,14 @@ static void test_reader_cut_anywhere(void **state)
     (void)state;
     for (i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
         for (p = 0; p <= strlen(bodies[i]); p++) {
-            read_body(&u, pool, AIB_USAGE_CHAT, bodies[i], strlen(bodies[i]), 4096, p);
+            read_body(&u, pool, &aib_format_chat, bodies[i], strlen(bodies[i]), 4096, p);
             if (u.seen)
                 fail_msg("read usage from %s in pieces of %zu", bodies[i], p);
         }
     }
     /* Whitespace after it is fine however it is cut. */
     for (p = 0; p <= 40; p++) {
-        read_body(&u, pool, AIB_USAGE_CHAT, "{\"usage\":{\"prompt_tokens\":3}} \r\n\t ", 34,
+        read_body(&u, pool, &aib_format_chat, "{\"usage\":{\"prompt_tokens\":3}} \r\n\t ", 34,
                   4096, p);
         check_counts(&u, 1, 3, 0, 0, 0, 0);
     }
@@ -593,7 +632,7 @@ static void test_reader_not_json(void **state)
     (void)state;
     for (i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
         for (p = 0; p < 3; p++) {
-            read_body(&u, pool, AIB_USAGE_CHAT, bodies[i], strlen(bodies[i]), 4096, p);
+            read_body(&u, pool, &aib_format_chat, bodies[i], strlen(bodies[i]), 4096, p);
             if (u.seen)
                 fail_msg("read usage from %s", bodies[i]);
             assert_int_equal(u.input, 0);
@@ -603,7 +642,7 @@ static void test_reader_not_json(void **state)
     {
         const char *b = " \r\n\t{\"usage\":{\"prompt_tokens\":1}} \r\n\t";
 
-        read_body(&u, pool, AIB_USAGE_CHAT, b, strlen(b), 4096, 1);
+        read_body(&u, pool, &aib_format_chat, b, strlen(b), 4096, 1);
     }
     check_counts(&u, 1, 1, 0, 0, 0, 0);
     apr_pool_destroy(pool);
@@ -633,7 +672,7 @@ static void test_reader_depth(void **state)
         for (i = 0; i < depth; i++)
             b[strlen(head) + depth + i] = ']';
         strcpy(b + strlen(head) + 2 * depth, tail);
-        read_body(&u, pool, AIB_USAGE_CHAT, b, len, len, depth == 100000 ? 0 : 1);
+        read_body(&u, pool, &aib_format_chat, b, len, len, depth == 100000 ? 0 : 1);
         assert_int_equal(u.seen, depth == 500);
         assert_int_equal(u.input, depth == 500 ? 3 : 0);
         free(b);
@@ -652,14 +691,14 @@ static void test_reader_lifecycle(void **state)
      * parser (valgrind reports a leak otherwise). */
     assert_int_equal(apr_pool_create(&sub, pool), APR_SUCCESS);
     aib_usage_init(&u, pool);
-    r = aib_usage_reader_create(sub, AIB_USAGE_CHAT, &u, 1 << 20);
+    r = aib_usage_reader_create(sub, &aib_format_chat, &u, 1 << 20);
     aib_usage_reader_feed(r, CHAT_BODY, 200);
     apr_pool_destroy(sub);
     assert_int_equal(u.seen, 0);
 
     /* Pool destroyed after the whole body, without finish. */
     assert_int_equal(apr_pool_create(&sub, pool), APR_SUCCESS);
-    r = aib_usage_reader_create(sub, AIB_USAGE_MESSAGES, &u, 1 << 20);
+    r = aib_usage_reader_create(sub, &aib_format_messages, &u, 1 << 20);
     aib_usage_reader_feed(r, MESSAGES_BODY, strlen(MESSAGES_BODY));
     apr_pool_destroy(sub);
     assert_int_equal(u.seen, 0);
@@ -668,7 +707,7 @@ static void test_reader_lifecycle(void **state)
      * names live in the usage's pool, not the reader's. */
     assert_int_equal(apr_pool_create(&sub, pool), APR_SUCCESS);
     aib_usage_init(&u, pool);
-    r = aib_usage_reader_create(sub, AIB_USAGE_MESSAGES, &u, 1 << 20);
+    r = aib_usage_reader_create(sub, &aib_format_messages, &u, 1 << 20);
     aib_usage_reader_feed(r, MESSAGES_BODY, strlen(MESSAGES_BODY));
     aib_usage_reader_finish(r);
     aib_usage_reader_feed(r, MESSAGES_BODY, strlen(MESSAGES_BODY));
@@ -680,7 +719,7 @@ static void test_reader_lifecycle(void **state)
 
     /* Empty feeds change nothing; a finish without a feed reads nothing. */
     aib_usage_init(&u, pool);
-    r = aib_usage_reader_create(pool, AIB_USAGE_CHAT, &u, 10);
+    r = aib_usage_reader_create(pool, &aib_format_chat, &u, 10);
     aib_usage_reader_feed(r, "", 0);
     aib_usage_reader_feed(r, NULL, 0);
     aib_usage_reader_finish(r);
@@ -688,7 +727,7 @@ static void test_reader_lifecycle(void **state)
 
     /* Failed early (too large), then the pool goes. */
     assert_int_equal(apr_pool_create(&sub, pool), APR_SUCCESS);
-    r = aib_usage_reader_create(sub, AIB_USAGE_CHAT, &u, 10);
+    r = aib_usage_reader_create(sub, &aib_format_chat, &u, 10);
     aib_usage_reader_feed(r, CHAT_BODY, 5);
     aib_usage_reader_feed(r, CHAT_BODY + 5, 50);
     apr_pool_destroy(sub);
@@ -699,7 +738,7 @@ static void test_reader_lifecycle(void **state)
 
         for (i = 0; i < 50; i++) {
             aib_usage_init(&u, pool);
-            r = aib_usage_reader_create(pool, AIB_USAGE_RESPONSES, &u, 1 << 20);
+            r = aib_usage_reader_create(pool, &aib_format_responses, &u, 1 << 20);
             aib_usage_reader_feed(r, RESPONSES_BODY, strlen(RESPONSES_BODY));
             if (i % 2)
                 aib_usage_reader_finish(r);
@@ -755,28 +794,28 @@ static void test_chat_stream(void **state)
 
     (void)state;
     aib_usage_init(&u, pool);
-    run_events(&u, pool, AIB_USAGE_CHAT, CHAT_STREAM, 6);
+    run_events(&u, pool, &aib_format_chat, CHAT_STREAM, 6);
     check_counts(&u, 0, 0, 0, 0, 0, 0);
     check_tools(&u, "get_weather", "get_time", NO_TOOLS);
-    run_events(&u, pool, AIB_USAGE_CHAT, CHAT_STREAM + 6, 2);
+    run_events(&u, pool, &aib_format_chat, CHAT_STREAM + 6, 2);
     check_counts(&u, 1, 81, 33, 64, 0, 21);
     check_tools(&u, "get_weather", "get_time", NO_TOOLS);
 
     /* The same stream through another route's reading: nothing. */
     aib_usage_init(&u, pool);
-    run_events(&u, pool, AIB_USAGE_MESSAGES, CHAT_STREAM, 8);
-    run_events(&u, pool, AIB_USAGE_NONE, CHAT_STREAM, 8);
+    run_events(&u, pool, &aib_format_messages, CHAT_STREAM, 8);
+    run_events(&u, pool, NULL, CHAT_STREAM, 8);
     check_counts(&u, 0, 0, 0, 0, 0, 0);
     check_tools(&u, NO_TOOLS);
 
     /* A text stream, each chunk alone, and an event name does not matter. */
     aib_usage_init(&u, pool);
     for (i = 0; i < 3; i++)
-        one_event(&u, pool, AIB_USAGE_CHAT, NULL,
+        one_event(&u, pool, &aib_format_chat, NULL,
                   "{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":"
                   "[{\"index\":0,\"delta\":{\"content\":\"The usage is fine\"},"
                   "\"finish_reason\":null}]}");
-    one_event(&u, pool, AIB_USAGE_CHAT, "message",
+    one_event(&u, pool, &aib_format_chat, "message",
               "{\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":6}}");
     check_counts(&u, 1, 5, 6, 0, 0, 0);
     check_tools(&u, NO_TOOLS);
@@ -792,26 +831,26 @@ static void test_chat_stream_variants(void **state)
     (void)state;
     aib_usage_init(&u, pool);
     /* Whitespace around the colon, pretty-printed. */
-    one_event(&u, pool, AIB_USAGE_CHAT, NULL,
+    one_event(&u, pool, &aib_format_chat, NULL,
               "{\n  \"choices\" : [ ],\n  \"usage\" :\n {\"prompt_tokens\" : 7 }\n}");
     check_counts(&u, 1, 7, 0, 0, 0, 0);
     aib_usage_init(&u, pool);
-    one_event(&u, pool, AIB_USAGE_CHAT, NULL, "{\"choices\":[],\"usage\":{}}");
+    one_event(&u, pool, &aib_format_chat, NULL, "{\"choices\":[],\"usage\":{}}");
     check_counts(&u, 1, 0, 0, 0, 0, 0);
-    one_event(&u, pool, AIB_USAGE_CHAT, NULL,
+    one_event(&u, pool, &aib_format_chat, NULL,
               "{\"choices\":[],\"usage\":{ \"prompt_tokens\":3,\"completion_tokens\":4}}");
     check_counts(&u, 1, 3, 4, 0, 0, 0);
 
     /* Content that mentions "usage": null does not hide the real one. */
     aib_usage_init(&u, pool);
-    one_event(&u, pool, AIB_USAGE_CHAT, NULL,
+    one_event(&u, pool, &aib_format_chat, NULL,
               "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\\\"usage\\\": null\"}}],"
               "\"usage\":{\"prompt_tokens\":8,\"completion_tokens\":2}}");
     check_counts(&u, 1, 8, 2, 0, 0, 0);
 
     /* Usage on a chunk that still has choices (some compatible servers). */
     aib_usage_init(&u, pool);
-    one_event(&u, pool, AIB_USAGE_CHAT, NULL,
+    one_event(&u, pool, &aib_format_chat, NULL,
               "{\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],"
               "\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":9,"
               "\"prompt_tokens_details\":{\"cached_tokens\":2},"
@@ -819,13 +858,13 @@ static void test_chat_stream_variants(void **state)
     check_counts(&u, 1, 4, 9, 2, 0, 1);
 
     /* A later usage overwrites. */
-    one_event(&u, pool, AIB_USAGE_CHAT, NULL,
+    one_event(&u, pool, &aib_format_chat, NULL,
               "{\"choices\":[],\"usage\":{\"prompt_tokens\":40,\"completion_tokens\":90}}");
     check_counts(&u, 1, 40, 90, 2, 0, 1);
 
     /* Several calls in one chunk, several choices. */
     aib_usage_init(&u, pool);
-    one_event(&u, pool, AIB_USAGE_CHAT, NULL,
+    one_event(&u, pool, &aib_format_chat, NULL,
               "{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":["
               "{\"index\":0,\"function\":{\"name\":\"a\",\"arguments\":\"\"}},"
               "{\"index\":1,\"function\":{\"name\":\"b\"}}]}},"
@@ -836,18 +875,18 @@ static void test_chat_stream_variants(void **state)
 
     /* A blocking-style message in a stream is not a delta. */
     aib_usage_init(&u, pool);
-    one_event(&u, pool, AIB_USAGE_CHAT, NULL,
+    one_event(&u, pool, &aib_format_chat, NULL,
               "{\"choices\":[{\"message\":{\"tool_calls\":[{\"function\":{\"name\":\"x\"}}]}}]}");
     check_tools(&u, NO_TOOLS);
 
     /* An error chunk, a usage null chunk, non-JSON: nothing. */
-    one_event(&u, pool, AIB_USAGE_CHAT, NULL,
+    one_event(&u, pool, &aib_format_chat, NULL,
               "{\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\",\"code\":null}}");
-    one_event(&u, pool, AIB_USAGE_CHAT, NULL, "{\"choices\":[],\"usage\":null}");
-    one_event(&u, pool, AIB_USAGE_CHAT, NULL, "{\"choices\":[],\"usage\":");
-    one_event(&u, pool, AIB_USAGE_CHAT, NULL, "{\"usage\":{\"prompt_tokens\":1}} x");
-    one_event(&u, pool, AIB_USAGE_CHAT, NULL, "");
-    aib_usage_from_event(&u, pool, AIB_USAGE_CHAT, NULL, NULL, 0);
+    one_event(&u, pool, &aib_format_chat, NULL, "{\"choices\":[],\"usage\":null}");
+    one_event(&u, pool, &aib_format_chat, NULL, "{\"choices\":[],\"usage\":");
+    one_event(&u, pool, &aib_format_chat, NULL, "{\"usage\":{\"prompt_tokens\":1}} x");
+    one_event(&u, pool, &aib_format_chat, NULL, "");
+    aib_usage_from_event(&u, pool, &aib_format_chat, NULL, NULL, 0);
     check_counts(&u, 0, 0, 0, 0, 0, 0);
     check_tools(&u, NO_TOOLS);
 
@@ -855,7 +894,7 @@ static void test_chat_stream_variants(void **state)
     {
         const char *d = "{\"usage\":{\"prompt_tokens\":6}}{\"usage\":{\"prompt_tokens\":7}}";
 
-        aib_usage_from_event(&u, pool, AIB_USAGE_CHAT, NULL, d, 29);
+        aib_usage_from_event(&u, pool, &aib_format_chat, NULL, d, 29);
         check_counts(&u, 1, 6, 0, 0, 0, 0);
     }
     apr_pool_destroy(pool);
@@ -923,10 +962,10 @@ static void test_responses_stream(void **state)
 
     (void)state;
     aib_usage_init(&u, pool);
-    run_events(&u, pool, AIB_USAGE_RESPONSES, RESPONSES_STREAM, n - 1);
+    run_events(&u, pool, &aib_format_responses, RESPONSES_STREAM, n - 1);
     check_counts(&u, 0, 0, 0, 0, 0, 0);
     check_tools(&u, "get_weather", "send_email", NO_TOOLS);
-    run_events(&u, pool, AIB_USAGE_RESPONSES, RESPONSES_STREAM + n - 1, 1);
+    run_events(&u, pool, &aib_format_responses, RESPONSES_STREAM + n - 1, 1);
     check_counts(&u, 1, 37, 19, 11, 0, 5);
     /* Names from output_item.added only: not counted again. */
     check_tools(&u, "get_weather", "send_email", NO_TOOLS);
@@ -937,21 +976,21 @@ static void test_responses_stream(void **state)
         unnamed[i].data = RESPONSES_STREAM[i].data;
     }
     aib_usage_init(&u, pool);
-    run_events(&u, pool, AIB_USAGE_RESPONSES, unnamed, n);
+    run_events(&u, pool, &aib_format_responses, unnamed, n);
     check_counts(&u, 1, 37, 19, 11, 0, 5);
     check_tools(&u, "get_weather", "send_email", NO_TOOLS);
 
     /* The event name decides over the data's type. */
     aib_usage_init(&u, pool);
-    one_event(&u, pool, AIB_USAGE_RESPONSES, "response.output_text.delta",
+    one_event(&u, pool, &aib_format_responses, "response.output_text.delta",
               RESPONSES_STREAM[n - 1].data);
-    one_event(&u, pool, AIB_USAGE_RESPONSES, "response.output_item.done",
+    one_event(&u, pool, &aib_format_responses, "response.output_item.done",
               RESPONSES_STREAM[4].data);
     check_counts(&u, 0, 0, 0, 0, 0, 0);
     check_tools(&u, NO_TOOLS);
 
     /* Through the chat reading: nothing. */
-    run_events(&u, pool, AIB_USAGE_CHAT, RESPONSES_STREAM, n);
+    run_events(&u, pool, &aib_format_chat, RESPONSES_STREAM, n);
     check_counts(&u, 0, 0, 0, 0, 0, 0);
     check_tools(&u, NO_TOOLS);
     apr_pool_destroy(pool);
@@ -964,7 +1003,7 @@ static void test_responses_stream_failed(void **state)
 
     (void)state;
     aib_usage_init(&u, pool);
-    one_event(&u, pool, AIB_USAGE_RESPONSES, "response.incomplete",
+    one_event(&u, pool, &aib_format_responses, "response.incomplete",
               "{\"type\":\"response.incomplete\",\"sequence_number\":30,\"response\":"
               "{\"id\":\"resp_2\",\"status\":\"incomplete\",\"incomplete_details\":"
               "{\"reason\":\"max_output_tokens\"},\"output\":[],\"usage\":{\"input_tokens\":100,"
@@ -973,7 +1012,7 @@ static void test_responses_stream_failed(void **state)
     check_counts(&u, 1, 100, 256, 0, 0, 200);
 
     aib_usage_init(&u, pool);
-    one_event(&u, pool, AIB_USAGE_RESPONSES, "response.failed",
+    one_event(&u, pool, &aib_format_responses, "response.failed",
               "{\"type\":\"response.failed\",\"sequence_number\":3,\"response\":"
               "{\"id\":\"resp_3\",\"status\":\"failed\",\"error\":{\"code\":\"server_error\","
               "\"message\":\"boom\"},\"output\":[],\"usage\":{\"input_tokens\":12,"
@@ -983,15 +1022,15 @@ static void test_responses_stream_failed(void **state)
 
     /* Failed without usage, an error event, usage at the wrong level. */
     aib_usage_init(&u, pool);
-    one_event(&u, pool, AIB_USAGE_RESPONSES, "response.failed",
+    one_event(&u, pool, &aib_format_responses, "response.failed",
               "{\"type\":\"response.failed\",\"response\":{\"status\":\"failed\",\"usage\":null}}");
-    one_event(&u, pool, AIB_USAGE_RESPONSES, "error",
+    one_event(&u, pool, &aib_format_responses, "error",
               "{\"type\":\"error\",\"code\":\"server_error\",\"message\":\"x\",\"param\":null,"
               "\"sequence_number\":1}");
-    one_event(&u, pool, AIB_USAGE_RESPONSES, "response.completed",
+    one_event(&u, pool, &aib_format_responses, "response.completed",
               "{\"type\":\"response.completed\",\"usage\":{\"input_tokens\":5},"
               "\"response\":\"nope\"}");
-    one_event(&u, pool, AIB_USAGE_RESPONSES, "response.output_item.added",
+    one_event(&u, pool, &aib_format_responses, "response.output_item.added",
               "{\"type\":\"response.output_item.added\",\"item\":[{\"type\":\"function_call\","
               "\"name\":\"x\"}]}");
     check_counts(&u, 0, 0, 0, 0, 0, 0);
@@ -1044,9 +1083,9 @@ static void test_messages_stream(void **state)
 
     (void)state;
     aib_usage_init(&u, pool);
-    run_events(&u, pool, AIB_USAGE_MESSAGES, MESSAGES_STREAM, 1);
+    run_events(&u, pool, &aib_format_messages, MESSAGES_STREAM, 1);
     check_counts(&u, 1, 472, 2, 1536, 2048, 0);
-    run_events(&u, pool, AIB_USAGE_MESSAGES, MESSAGES_STREAM + 1, n - 1);
+    run_events(&u, pool, &aib_format_messages, MESSAGES_STREAM + 1, n - 1);
     check_counts(&u, 1, 472, 89, 1536, 2048, 0);
     check_tools(&u, "get_weather", "get_time", NO_TOOLS);
 
@@ -1055,16 +1094,16 @@ static void test_messages_stream(void **state)
         unnamed[i].data = MESSAGES_STREAM[i].data;
     }
     aib_usage_init(&u, pool);
-    run_events(&u, pool, AIB_USAGE_MESSAGES, unnamed, n);
+    run_events(&u, pool, &aib_format_messages, unnamed, n);
     check_counts(&u, 1, 472, 89, 1536, 2048, 0);
     check_tools(&u, "get_weather", "get_time", NO_TOOLS);
 
     /* Through the other readings: no counts, no names (message_delta's
      * top-level usage object is one for chat, with none of its fields). */
     aib_usage_init(&u, pool);
-    run_events(&u, pool, AIB_USAGE_RESPONSES, MESSAGES_STREAM, n);
+    run_events(&u, pool, &aib_format_responses, MESSAGES_STREAM, n);
     check_counts(&u, 0, 0, 0, 0, 0, 0);
-    run_events(&u, pool, AIB_USAGE_CHAT, MESSAGES_STREAM, n);
+    run_events(&u, pool, &aib_format_chat, MESSAGES_STREAM, n);
     check_counts(&u, 1, 0, 0, 0, 0, 0);
     check_tools(&u, NO_TOOLS);
     apr_pool_destroy(pool);
@@ -1079,38 +1118,38 @@ static void test_messages_stream_delta(void **state)
     /* message_delta with all counts overwrites all of them; null counts
      * leave message_start's. */
     aib_usage_init(&u, pool);
-    one_event(&u, pool, AIB_USAGE_MESSAGES, "message_start", MESSAGES_STREAM[0].data);
-    one_event(&u, pool, AIB_USAGE_MESSAGES, "message_delta",
+    one_event(&u, pool, &aib_format_messages, "message_start", MESSAGES_STREAM[0].data);
+    one_event(&u, pool, &aib_format_messages, "message_delta",
               "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},"
               "\"usage\":{\"input_tokens\":500,\"cache_creation_input_tokens\":null,"
               "\"cache_read_input_tokens\":1600,\"output_tokens\":10}}");
     check_counts(&u, 1, 500, 10, 1600, 2048, 0);
-    one_event(&u, pool, AIB_USAGE_MESSAGES, "message_delta",
+    one_event(&u, pool, &aib_format_messages, "message_delta",
               "{\"type\":\"message_delta\",\"usage\":{\"output_tokens\":15,"
               "\"cache_creation_input_tokens\":7}}");
     check_counts(&u, 1, 500, 15, 1600, 7, 0);
 
     /* A stream that only has message_delta usage. */
     aib_usage_init(&u, pool);
-    one_event(&u, pool, AIB_USAGE_MESSAGES, "message_delta",
+    one_event(&u, pool, &aib_format_messages, "message_delta",
               "{\"type\":\"message_delta\",\"usage\":{\"output_tokens\":3}}");
     check_counts(&u, 1, 0, 3, 0, 0, 0);
 
     /* usage in the wrong place for each event. */
     aib_usage_init(&u, pool);
-    one_event(&u, pool, AIB_USAGE_MESSAGES, "message_start",
+    one_event(&u, pool, &aib_format_messages, "message_start",
               "{\"type\":\"message_start\",\"usage\":{\"input_tokens\":1}}");
-    one_event(&u, pool, AIB_USAGE_MESSAGES, "message_delta",
+    one_event(&u, pool, &aib_format_messages, "message_delta",
               "{\"type\":\"message_delta\",\"message\":{\"usage\":{\"input_tokens\":1}}}");
-    one_event(&u, pool, AIB_USAGE_MESSAGES, "content_block_delta",
+    one_event(&u, pool, &aib_format_messages, "content_block_delta",
               "{\"type\":\"message_delta\",\"usage\":{\"input_tokens\":1}}");
-    one_event(&u, pool, AIB_USAGE_MESSAGES, "content_block_start",
+    one_event(&u, pool, &aib_format_messages, "content_block_start",
               "{\"type\":\"content_block_start\",\"content_block\":{\"type\":\"text\","
               "\"name\":\"x\"}}");
-    one_event(&u, pool, AIB_USAGE_MESSAGES, "content_block_start",
+    one_event(&u, pool, &aib_format_messages, "content_block_start",
               "{\"type\":\"content_block_start\",\"content_block\":[{\"type\":\"tool_use\","
               "\"name\":\"x\"}]}");
-    one_event(&u, pool, AIB_USAGE_MESSAGES, "error",
+    one_event(&u, pool, &aib_format_messages, "error",
               "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\","
               "\"message\":\"Overloaded\"}}");
     check_counts(&u, 0, 0, 0, 0, 0, 0);
@@ -1127,7 +1166,7 @@ static void test_event_pool_lifetime(void **state)
     (void)state;
     aib_usage_init(&u, pool);
     assert_int_equal(apr_pool_create(&sub, pool), APR_SUCCESS);
-    one_event(&u, sub, AIB_USAGE_MESSAGES, "content_block_start", MESSAGES_STREAM[5].data);
+    one_event(&u, sub, &aib_format_messages, "content_block_start", MESSAGES_STREAM[5].data);
     apr_pool_destroy(sub);
     assert_int_equal(apr_pool_create(&sub, pool), APR_SUCCESS);
     /* Reuse the memory the first subpool had. */
@@ -1142,8 +1181,8 @@ static void test_event_pool_lifetime(void **state)
 
 static void garbage_everywhere(apr_pool_t *pool, const char *data, size_t len)
 {
-    static const aib_usage_kind_e kinds[] = {
-        AIB_USAGE_CHAT, AIB_USAGE_RESPONSES, AIB_USAGE_MESSAGES, AIB_USAGE_NONE
+    static const aib_format_t *const kinds[] = {
+        &aib_format_chat, &aib_format_responses, &aib_format_messages, NULL
     };
     static const char *const events[] = {
         NULL, "message_start", "message_delta", "content_block_start",
@@ -1164,11 +1203,11 @@ static void garbage_everywhere(apr_pool_t *pool, const char *data, size_t len)
         char *out = malloc(len ? len : 1);
 
         assert_non_null(out);
-        if (aib_usage_strip(data, len, out, &out_len))
+        if (aib_format_chat.stream_usage_strip(data, len, out, &out_len))
             assert_true(out_len <= len);
         free(out);
     }
-    aib_usage_inject(pool, data, len, &out_len, &injected);
+    aib_usage_request(pool, &aib_format_chat, data, len, &out_len, &injected);
 }
 
 static void test_garbage(void **state)
@@ -1254,7 +1293,7 @@ static const char *do_inject(apr_pool_t *pool, const char *body, int *injected)
     const char *out;
 
     *injected = -1;
-    out = aib_usage_inject(pool, body, strlen(body), &out_len, injected);
+    out = aib_usage_request(pool, &aib_format_chat, body, strlen(body), &out_len, injected);
     assert_non_null(out);
     assert_int_equal(out_len, strlen(out));
     return out;
@@ -1301,7 +1340,7 @@ static void test_inject_absent(void **state)
         apr_size_t out_len;
         const char *b = "{\"a\":1}garbage";
 
-        out = aib_usage_inject(pool, b, 7, &out_len, &injected);
+        out = aib_usage_request(pool, &aib_format_chat, b, 7, &out_len, &injected);
         assert_int_equal(injected, 1);
         assert_int_equal(out_len, strlen("{\"stream_options\":{\"include_usage\":true},\"a\":1}"));
         assert_string_equal(out, "{\"stream_options\":{\"include_usage\":true},\"a\":1}");
@@ -1385,12 +1424,12 @@ static void test_inject_not_object(void **state)
     (void)state;
     for (i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
         injected = -1;
-        out = aib_usage_inject(pool, bodies[i], strlen(bodies[i]), &out_len, &injected);
+        out = aib_usage_request(pool, &aib_format_chat, bodies[i], strlen(bodies[i]), &out_len, &injected);
         assert_ptr_equal(out, bodies[i]);
         assert_int_equal(out_len, strlen(bodies[i]));
         assert_int_equal(injected, 0);
     }
-    out = aib_usage_inject(pool, NULL, 0, &out_len, &injected);
+    out = aib_usage_request(pool, &aib_format_chat, NULL, 0, &out_len, &injected);
     assert_null(out);
     assert_int_equal(out_len, 0);
     assert_int_equal(injected, 0);
@@ -1414,8 +1453,8 @@ static int do_strip(const char *data, char **out, apr_size_t *out_len)
     assert_non_null(inplace);
     memcpy(inplace, data, len + 1);
     *out_len = 12345;
-    rc = aib_usage_strip(data, len, buf, out_len);
-    rc2 = aib_usage_strip(inplace, len, inplace, &len2);
+    rc = aib_format_chat.stream_usage_strip(data, len, buf, out_len);
+    rc2 = aib_format_chat.stream_usage_strip(inplace, len, inplace, &len2);
     assert_int_equal(rc, rc2);
     if (rc) {
         assert_true(*out_len <= len);
@@ -1534,7 +1573,7 @@ static void test_strip_unchanged(void **state)
     (void)state;
     for (i = 0; i < sizeof(same) / sizeof(same[0]); i++)
         check_unchanged(same[i]);
-    assert_int_equal(aib_usage_strip(NULL, 0, out, &out_len), 1);
+    assert_int_equal(aib_format_chat.stream_usage_strip(NULL, 0, out, &out_len), 1);
     assert_int_equal(out_len, 0);
 
     /* The length is honoured: nothing past it is read or written. */
@@ -1542,13 +1581,13 @@ static void test_strip_unchanged(void **state)
         const char *d = "{\"a\":1,\"usage\":null}, more";
 
         memset(out, '#', sizeof(out));
-        assert_int_equal(aib_usage_strip(d, 20, out, &out_len), 1);
+        assert_int_equal(aib_format_chat.stream_usage_strip(d, 20, out, &out_len), 1);
         assert_int_equal(out_len, 7);
         assert_memory_equal(out, "{\"a\":1}", 7);
         for (i = 20; i < sizeof(out); i++)
             assert_int_equal(out[i], '#');
         memset(out, '#', sizeof(out));
-        assert_int_equal(aib_usage_strip(d, 14, out, &out_len), 1);
+        assert_int_equal(aib_format_chat.stream_usage_strip(d, 14, out, &out_len), 1);
         assert_int_equal(out_len, 14);
         assert_memory_equal(out, d, 14);
         assert_int_equal(out[14], '#');
@@ -1574,7 +1613,7 @@ static void test_inject_strip_roundtrip(void **state)
     for (i = 0; i < 8; i++) {
         const char *d = CHAT_STREAM[i].data;
 
-        aib_usage_from_event(&u, pool, AIB_USAGE_CHAT, NULL, d, strlen(d));
+        aib_usage_from_event(&u, pool, &aib_format_chat, NULL, d, strlen(d));
         if (!do_strip(d, &out, &out_len)) {
             dropped++;
             assert_int_equal(i, 6);
@@ -1603,6 +1642,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kind),
+        cmocka_unit_test(test_formats_complete),
         cmocka_unit_test(test_init),
         cmocka_unit_test(test_chat_blocking),
         cmocka_unit_test(test_responses_blocking),

@@ -1,11 +1,12 @@
-/* The agentic loop's JSON transforms for blocking (non-streaming) calls:
+/* The agentic loop's JSON transforms of whole bodies (blocking calls, and
+ * the continuation of streamed ones):
  * tools from MCP servers offered to the model, the calls it makes read
  * back, the next request built from the results, and the final answer's
  * usage summed over the iterations (issue #9). Pure logic: json-c and APR
  * only; the loop itself (running tools, sending requests) is elsewhere.
  *
- * Routes are given as aib_usage_kind(route name): AIB_USAGE_CHAT,
- * AIB_USAGE_RESPONSES or AIB_USAGE_MESSAGES; AIB_USAGE_NONE is an error.
+ * Routes are given as their wire format (format.h); NULL (passthrough)
+ * is an error. What differs between the formats is the format's.
  *
  * Every function that can fail returns NULL on success, else a message
  * saying why (malformed JSON, a member of the wrong type, a missing
@@ -39,19 +40,20 @@
  *   the body are what the model asked for. Arguments are passed on as the
  *   model wrote them (Chat/Responses: a string that may not be valid JSON
  *   when the answer was cut short); the tool runner validates them. */
-#ifndef AIB_AGENT_H
-#define AIB_AGENT_H
+#ifndef AIB_AGENT_BODY_H
+#define AIB_AGENT_BODY_H
 
 #include <apr_pools.h>
 #include <apr_tables.h>
 
+#include "format.h"
 #include "usage.h"
 
 /* What the names of injected tools begin with: bmcp_<server>_<tool>. */
 #define AIB_AGENT_TOOL_PREFIX "bmcp_"
 
 /* An MCP tool offered to the model. */
-typedef struct {
+struct aib_agent_tool {
     const char *server;        /* MCP server name */
     const char *tool;          /* MCP tool name */
     const char *description;   /* NULL: none sent */
@@ -59,14 +61,14 @@ typedef struct {
                                 * "" or {} stand for {"type":"object",
                                 * "properties":{}} */
     const char *name;          /* "bmcp_<server>_<tool>": set by aib_agent_inject */
-} aib_agent_tool_t;
+};
 
 /* The body to send instead of the client's `body`: the tools of `tools`
  * (aib_agent_tool_t, server and tool not NULL) added after the client's
  * own, in the route's form, and parallel tool calls turned off. *injected
  * is a new array of the aib_agent_tool_t actually injected (name set), in
  * order, possibly empty: when it is, *out is `body` itself. */
-const char *aib_agent_inject(apr_pool_t *p, aib_usage_kind_e kind,
+const char *aib_agent_inject(apr_pool_t *p, const aib_format_t *format,
                              const char *body, apr_size_t len,
                              const apr_array_header_t *tools,
                              const char **out, apr_size_t *out_len,
@@ -79,7 +81,7 @@ const aib_agent_tool_t *aib_agent_tool_find(const apr_array_header_t *injected,
                                             const char *name);
 
 /* One tool call of a response. */
-typedef struct {
+struct aib_agent_call {
     const char *id;         /* Chat tool_calls[].id, Responses call_id (id for an
                              * mcp_approval_request), Messages tool_use id */
     const char *name;       /* the name the model called; NULL for a call
@@ -90,7 +92,7 @@ typedef struct {
     int ours;               /* a call for the module: to an injected tool, or to
                              * a bmcp_ name that is no client tool (the model
                              * made it up: it gets an error result) */
-} aib_agent_call_t;
+};
 
 typedef struct {
     apr_array_header_t *calls;  /* aib_agent_call_t, in the response's order */
@@ -101,7 +103,7 @@ typedef struct {
 
 /* The names of the client's own tools in request `body` (const char *),
  * or NULL when it is not a JSON object. */
-apr_array_header_t *aib_agent_client_tools(apr_pool_t *p, aib_usage_kind_e kind,
+apr_array_header_t *aib_agent_client_tools(apr_pool_t *p, const aib_format_t *format,
                                            const char *body, apr_size_t len);
 
 /* The tool calls of a complete blocking response: Chat
@@ -112,18 +114,18 @@ apr_array_header_t *aib_agent_client_tools(apr_pool_t *p, aib_usage_kind_e kind,
  * blocks. Exactly one of the flags is set; calls that are `ours` count as
  * injected. `client_tools` (aib_agent_client_tools, may be NULL) tells a
  * client tool named bmcp_... from one the model made up. */
-const char *aib_agent_calls(apr_pool_t *p, aib_usage_kind_e kind,
+const char *aib_agent_calls(apr_pool_t *p, const aib_format_t *format,
                             const char *response, apr_size_t len,
                             const apr_array_header_t *injected,
                             const apr_array_header_t *client_tools,
                             aib_agent_calls_t *out);
 
 /* The result of running one injected call. */
-typedef struct {
+struct aib_agent_result {
     const char *id;       /* the call's id */
     const char *output;   /* text the tool returned, or the error message */
     int is_error;
-} aib_agent_result_t;
+};
 
 /* `message` as the output of a failed tool for the OpenAI routes:
  * {"error":true,"message":<message>}. */
@@ -140,7 +142,7 @@ const char *aib_agent_error_output(apr_pool_t *p, const char *message);
  * becomes aib_agent_error_output() on the OpenAI routes. `results`
  * (aib_agent_result_t) must answer every call of the response exactly
  * once, in any order; they are written in the calls' order. */
-const char *aib_agent_continue(apr_pool_t *p, aib_usage_kind_e kind,
+const char *aib_agent_continue(apr_pool_t *p, const aib_format_t *format,
                                const char *request, apr_size_t request_len,
                                const char *response, apr_size_t response_len,
                                const apr_array_header_t *results,
@@ -150,7 +152,7 @@ const char *aib_agent_continue(apr_pool_t *p, aib_usage_kind_e kind,
  * (see above). When no call is left, Chat's tool_calls member goes and
  * finish_reason "tool_calls" becomes "stop"; Messages' stop_reason
  * "tool_use" becomes "end_turn". */
-const char *aib_agent_strip_injected(apr_pool_t *p, aib_usage_kind_e kind,
+const char *aib_agent_strip_injected(apr_pool_t *p, const aib_format_t *format,
                                      const char *response, apr_size_t len,
                                      const apr_array_header_t *injected,
                                      const apr_array_header_t *client_tools,
@@ -170,7 +172,7 @@ void aib_agent_usage_add(aib_usage_t *sum, const aib_usage_t *u);
  * output_tokens, cache_read_input_tokens, cache_creation_input_tokens.
  * A detail object is written only when the response has it or its sum is
  * not 0. When previous->seen is 0 *out is `response` itself. */
-const char *aib_agent_usage_rewrite(apr_pool_t *p, aib_usage_kind_e kind,
+const char *aib_agent_usage_rewrite(apr_pool_t *p, const aib_format_t *format,
                                     const char *response, apr_size_t len,
                                     const aib_usage_t *previous,
                                     const char **out, apr_size_t *out_len);
