@@ -158,8 +158,13 @@ static const char *parse_option(apr_pool_t *p, aib_provider_t *pv, const char *o
             return apr_psprintf(p, "ca-file=%s: not a readable file", value);
         pv->ca_file = value;
     }
-    else
-        return apr_psprintf(p, "unknown option '%s'", option);
+    else {
+        const char *err = pv->ops->option ? pv->ops->option(p, pv, option, value)
+                                          : aib_option_unknown;
+        if (err == aib_option_unknown)
+            return apr_psprintf(p, "unknown option '%s'", option);
+        return err;
+    }
     return NULL;
 }
 
@@ -215,6 +220,8 @@ const char *aib_provider_parse(apr_pool_t *p, int argc, char *const argv[],
     }
     if (pv->cooldown_ms > pv->max_cooldown_ms)
         return "cooldown= is longer than max-cooldown=";
+    if (pv->ops->options_done && (err = pv->ops->options_done(p, pv)))
+        return err;
     if (!pv->pool_name && !pv->byok)
         return apr_psprintf(p, "provider '%s' has neither pool= nor byok=on: "
                             "no request could be served", pv->name);

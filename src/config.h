@@ -10,9 +10,10 @@
 #include "provider.h"
 #include "stats.h"
 
-typedef struct {
+typedef struct aib_provider {
     const char *name;
     const aib_provider_ops_t *ops;
+    void *type_conf;               /* the type's own options (its ops' option hook), or NULL */
     const char *base_url;          /* without trailing slash */
     const char *pool_name;         /* NULL: no pool= */
     aib_keypool_t *pool;           /* resolved once the whole configuration is read */

@@ -10,6 +10,8 @@ static const aib_provider_ops_t *const providers[] = {
 
 #define PROVIDER_COUNT (sizeof(providers) / sizeof(providers[0]))
 
+const char aib_option_unknown[] = "unknown option";
+
 const aib_provider_ops_t *aib_provider_ops_find(const char *type)
 {
     size_t i;

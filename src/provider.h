@@ -55,6 +55,10 @@ typedef enum {
 } aib_fault_e;
 
 struct aib_interception;   /* bridge.h */
+struct aib_provider;       /* config.h */
+
+/* What a provider's option hook returns for a key that is not its own. */
+extern const char aib_option_unknown[];
 
 /* The request as it goes upstream, which a provider's hooks may change. */
 typedef struct {
@@ -96,6 +100,13 @@ typedef struct aib_provider_ops {
     const aib_format_t *const *formats;
 
     /* Hooks, NULL when the provider needs none. */
+    /* An option of its own on AIBridgeProvider (key=value, e.g. region=),
+     * kept in pv->type_conf: NULL when taken, aib_option_unknown when it is
+     * not the type's option, else what is wrong with it. */
+    const char *(*option)(apr_pool_t *p, struct aib_provider *pv, const char *key,
+                          const char *value);
+    /* Once every option is read: NULL, or what is missing or inconsistent. */
+    const char *(*options_done)(apr_pool_t *p, struct aib_provider *pv);
     /* Rewrites the request for the upstream (URL path and query, headers,
      * body) from what the interception knows (route, model, stream), once
      * before its first attempt, in the interception's pool. Returns NULL,
