@@ -284,6 +284,12 @@ static int is_base64(const char *s, apr_size_t len)
     return 1;
 }
 
+/* Whether the bridge can write s as an SSE event name: one line. */
+static int is_event_name(const char *s)
+{
+    return *s && !strpbrk(s, "\r\n");
+}
+
 /* A chunk: the Anthropic event in its base64 "bytes", decoded into buf
  * (the frame it came in is no longer needed). */
 static int on_chunk(aib_eventstream_t *d, const char *payload, apr_size_t payload_len)
@@ -291,6 +297,7 @@ static int on_chunk(aib_eventstream_t *d, const char *payload, apr_size_t payloa
     json_object *body = aib_json_parse_object(payload, payload_len);
     json_object *bytes = aib_json_member(body, "bytes", json_type_string);
     json_object *event = NULL, *type = NULL;
+    unsigned char *cr;
     const char *b64 = bytes ? json_object_get_string(bytes) : NULL;
     int len = 0, rc;
 
@@ -299,6 +306,11 @@ static int on_chunk(aib_eventstream_t *d, const char *payload, apr_size_t payloa
         reserve(d, (apr_size_t)apr_base64_decode_len(b64));
         len = apr_base64_decode_binary(d->buf, b64);
         d->buf[len] = '\0';
+        /* The bridge writes the event out as SSE, where a CR ends a line.
+         * In valid JSON a raw CR can only be whitespace: a space is the
+         * same. */
+        for (cr = d->buf; (cr = memchr(cr, '\r', (apr_size_t)(d->buf + len - cr))); )
+            *cr = ' ';
         event = aib_json_parse_object((const char *)d->buf, (apr_size_t)len);
         type = aib_json_member(event, "type", json_type_string);
     }
@@ -306,7 +318,7 @@ static int on_chunk(aib_eventstream_t *d, const char *payload, apr_size_t payloa
         rc = fail(d, "chunk without its bytes");
     else if (!event)
         rc = fail(d, "chunk bytes are no base64 JSON object");
-    else if (!type)
+    else if (!type || !is_event_name(json_object_get_string(type)))
         rc = fail(d, "chunk event has no type");
     else
         rc = d->on_event(d->ctx, json_object_get_string(type), (const char *)d->buf,

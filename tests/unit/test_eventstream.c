@@ -575,6 +575,9 @@ static void test_bad_chunks(void **state)
         { "{\"bytes\":\"WzFd\"}", "chunk bytes are no base64 JSON object" },
         { "{\"bytes\":\"eyJ0eXBlIjoxfQ==\"}", "chunk event has no type" },
         { "{\"bytes\":\"eyJhIjoiYiJ9\"}", "chunk event has no type" },
+        /* {"type":""}, {"type":"a\nb"} */
+        { "{\"bytes\":\"eyJ0eXBlIjoiIn0=\"}", "chunk event has no type" },
+        { "{\"bytes\":\"eyJ0eXBlIjoiYVxuYiJ9\"}", "chunk event has no type" },
     };
     apr_size_t i;
 
@@ -597,6 +600,18 @@ static void test_escaped_base64(void **state)
     (void)state;
     assert_int_equal(decode(&s, r, MAX_FRAME, &error), 0);
     assert_string_equal(DATA(r, 0), "{\"type\":\"x\",\"v\":\"???\"}");
+}
+
+/* A raw CR, JSON whitespace, would end the line of the SSE data. */
+static void test_carriage_return(void **state)
+{
+    bytes_t s = chunk("{\"type\":\"x\",\r\n\"v\":1}\r");
+    rec_t *r = recorder();
+    const char *error;
+
+    (void)state;
+    assert_int_equal(decode(&s, r, MAX_FRAME, &error), 0);
+    assert_string_equal(DATA(r, 0), "{\"type\":\"x\", \n\"v\":1} ");
 }
 
 static void test_framing(void **state)
@@ -641,6 +656,7 @@ int main(void)
         cmocka_unit_test_teardown(test_bad_headers, aib_clear_pool),
         cmocka_unit_test_teardown(test_bad_chunks, aib_clear_pool),
         cmocka_unit_test_teardown(test_escaped_base64, aib_clear_pool),
+        cmocka_unit_test_teardown(test_carriage_return, aib_clear_pool),
         cmocka_unit_test_teardown(test_framing, aib_clear_pool),
     };
     return AIB_RUN_TESTS(tests);
