@@ -13,20 +13,13 @@
 
 typedef struct {
     apr_size_t max_frame;
-    unsigned char *log;     /* every event, then the outcome, serialised */
-    size_t len, cap;
+    uint64_t digest;        /* of every event, then of the outcome, in order */
+    size_t count;
 } rec_t;
 
-static void put(rec_t *r, const void *d, size_t n)
+static void fold(rec_t *r, const void *d, size_t n)
 {
-    if (r->len + n > r->cap) {
-        while (r->len + n > r->cap)
-            r->cap = r->cap ? 2 * r->cap : 256;
-        r->log = realloc(r->log, r->cap);
-        FUZZ_CHECK(r->log != NULL);
-    }
-    memcpy(r->log + r->len, d, n);
-    r->len += n;
+    r->digest = r->digest * UINT64_C(0x100000001b3) ^ fuzz_hash(d, n);
 }
 
 static int on_event(void *ctx, const char *event, const char *data, apr_size_t len)
@@ -41,10 +34,9 @@ static int on_event(void *ctx, const char *event, const char *data, apr_size_t l
     /* A chunk's JSON is decoded within the frame; an error event is JSON
      * written anew, whose escapes may take up to 6 bytes a byte. */
     FUZZ_CHECK(strcmp(event, "error") ? len < r->max_frame : len < 6 * r->max_frame + 256);
-    put(r, &elen, sizeof(elen));
-    put(r, event, elen);
-    put(r, &len, sizeof(len));
-    put(r, data, len);
+    fold(r, event, elen);
+    fold(r, data, len);
+    r->count++;
     return 0;
 }
 
@@ -73,16 +65,14 @@ static void decode(rec_t *r, const char *s, size_t n, apr_size_t max_frame, int 
         rc = aib_eventstream_finish(d);
     why = aib_eventstream_error(d);
     FUZZ_CHECK((rc == AIB_FRAMING_MALFORMED) == (why != NULL));
-    put(r, "|", 1);
-    if (why)
-        put(r, why, strlen(why));
+    fold(r, why ? why : "", why ? strlen(why) : 0);
     apr_pool_destroy(pool);
 }
 
 static void same(const rec_t *a, const rec_t *b)
 {
-    FUZZ_CHECK(a->len == b->len);
-    FUZZ_CHECK(memcmp(a->log, b->log, a->len) == 0);
+    FUZZ_CHECK(a->count == b->count);
+    FUZZ_CHECK(a->digest == b->digest);
 }
 
 static uint32_t be32(const unsigned char *p)
@@ -127,13 +117,10 @@ static void check(const char *s, size_t size, uint64_t h)
         decode(&whole, s, size, limits[i], 0, 0);
         decode(&cut, s, size, limits[i], 2, h + (uint64_t)i);
         same(&whole, &cut);
-        free(cut.log);
         if (i == 0 && size <= 4096) {
             decode(&cut, s, size, limits[i], 1, 0);
             same(&whole, &cut);
-            free(cut.log);
         }
-        free(whole.log);
     }
 }
 
