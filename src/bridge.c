@@ -34,6 +34,7 @@ typedef struct {
     int relayed;              /* something was passed to the sink after them */
     int event_stream;         /* the body is a stream of events */
     int complete;             /* the stream's final event was seen */
+    const char *malformed;    /* why the framing could not decode the stream */
     int client_gone;
     int64_t sequence;         /* last Responses sequence_number */
     const aib_stream_framing_t *framing;  /* how the upstream frames its events */
@@ -227,8 +228,9 @@ static int on_data(void *ctx, const char *data, apr_size_t len)
     }
     if (a->rewrite) {
         /* Nothing goes out raw: emit() sends each event once it is whole. */
-        a->framing->feed(a->events, data, len);
-        return a->event_fault || a->client_gone;
+        if (a->framing->feed(a->events, data, len) == AIB_FRAMING_MALFORMED)
+            a->malformed = a->framing->error(a->events);
+        return a->event_fault || a->client_gone || a->malformed != NULL;
     }
     if (a->inspecting) {
         apr_size_t kept = hold(a, data, len);
@@ -386,6 +388,10 @@ static attempt_result_e attempt(aib_interception_t *ic, const aib_outgoing_t *ou
     if (i >= 0 && a.status)
         aib_key_count_status(pv->pool, i, a.event_fault ? aib_fault_status(a.event_fault)
                                                         : a.status);
+    /* The transfer ended inside a frame of a framing that has them. */
+    if (a.rewrite && result == AIB_XFER_OK && !a.malformed && a.framing->finish
+        && a.framing->finish(a.events) == AIB_FRAMING_MALFORMED)
+        a.malformed = a.framing->error(a.events);
     /* The stream ended or broke before its first event was whole. */
     if (a.inspecting && !a.event_fault && !a.client_gone && result != AIB_XFER_STOPPED)
         release(&a);
@@ -393,6 +399,18 @@ static attempt_result_e attempt(aib_interception_t *ic, const aib_outgoing_t *ou
     if (a.event_fault && !a.client_gone) {
         next = take_failover(&a, i, a.event_fault,
                              apr_psprintf(ic->pool, "answered %d with an error event", a.status));
+    }
+    /* Not the key's fault: the client is told in SSE, nothing is marked. */
+    else if (a.malformed && !a.client_gone) {
+        logf_(ic, AIB_LOG_ERROR, "provider '%s': %s malformed stream: %s", pv->name, req.url,
+              a.malformed);
+        if (!a.complete) {
+            if (!a.committed)
+                commit(&a);
+            fail_committed(&a, AIB_ERROR_UPSTREAM,
+                           apr_psprintf(ic->pool, "upstream stream malformed: %s", a.malformed));
+            ic->outcome = AIB_OUTCOME_TRANSPORT_ERROR;
+        }
     }
     else if (a.client_gone || result == AIB_XFER_STOPPED) {
         logf_(ic, AIB_LOG_INFO, "provider '%s': client went away, upstream transfer ended",

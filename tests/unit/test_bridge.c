@@ -2421,12 +2421,14 @@ static void assert_signed(int n)
                                       c->body, c->body_len));
 }
 
-/* The toy framing: one "event|data\n" line per event. */
+/* The toy framing: one "event|data\n" line per event; a line "!why" is a
+ * malformed frame, and so is a line cut by the end of the stream. */
 typedef struct {
     aib_sse_event_fn *on_event;
     void *ctx;
     char line[512];
     apr_size_t len;
+    const char *error;
 } toy_decoder_t;
 
 static int toy_is_stream(const apr_table_t *headers)
@@ -2461,6 +2463,10 @@ static int toy_feed(void *decoder, const char *buf, apr_size_t len)
         }
         d->line[d->len] = '\0';
         d->len = 0;
+        if (d->line[0] == '!') {
+            d->error = apr_pstrdup(pool, d->line + 1);
+            return AIB_FRAMING_MALFORMED;
+        }
         bar = strchr(d->line, '|');
         assert_non_null(bar);
         *bar = '\0';
@@ -2471,8 +2477,22 @@ static int toy_feed(void *decoder, const char *buf, apr_size_t len)
     return 0;
 }
 
+static const char *toy_error(void *decoder)
+{
+    return ((toy_decoder_t *)decoder)->error;
+}
+
+static int toy_finish(void *decoder)
+{
+    toy_decoder_t *d = decoder;
+
+    if (d->len)
+        d->error = "cut inside a line";
+    return d->error ? AIB_FRAMING_MALFORMED : 0;
+}
+
 static const aib_stream_framing_t toy_framing = {
-    toy_is_stream, toy_create, toy_feed, NULL, NULL
+    toy_is_stream, toy_create, toy_feed, toy_error, toy_finish
 };
 
 #define TOY_HEADERS "Content-Type", "application/x-toy-stream"
@@ -2645,6 +2665,113 @@ static void test_stream_framing_first_event_fails_over(void **state)
                                                    "upstream stream ended before completion"),
                                                "\n\n", NULL));
     assert_int_equal(ic->outcome, AIB_OUTCOME_TRANSPORT_ERROR);
+}
+
+/* A stream its framing cannot decode ends in an SSE error event and an
+ * error-log line; the key is not at fault. */
+static void test_stream_framing_malformed(void **state)
+{
+    aib_keypool_t *kp = keypool("a", "b", NULL);
+    aib_provider_t *pv = ANTHROPIC(kp);
+    aib_interception_t *ic;
+    const step_t steps[] = {
+        { 200, { TOY_HEADERS, NULL }, { TOY_START, "!message CRC mismatch\n", TOY_STOP, NULL },
+          AIB_XFER_OK, NULL },
+    };
+
+    (void)state;
+    hooks_of(pv)->stream_framing = &toy_framing;
+    ic = interception(pv, MESSAGES, 1);
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+
+    assert_int_equal(transport.ncalls, 1);
+    assert_int_equal(rec.status, 200);
+    assert_string_equal(body_of(), apr_pstrcat(pool, SSE_START, "event: error\ndata: ",
+                                               anthropic_error("api_error",
+                                                   "upstream stream malformed: "
+                                                   "message CRC mismatch"),
+                                               "\n\n", NULL));
+    assert_true(logged(AIB_LOG_ERROR, "malformed stream: message CRC mismatch"));
+    assert_int_equal(ic->outcome, AIB_OUTCOME_TRANSPORT_ERROR);
+    ASSERT_AVAILABLE(kp, 0);
+}
+
+/* Malformed before any event: no failover, the client gets the error. */
+static void test_stream_framing_malformed_first(void **state)
+{
+    aib_keypool_t *kp = keypool("a", "b", NULL);
+    aib_provider_t *pv = ANTHROPIC(kp);
+    aib_interception_t *ic;
+    const step_t steps[] = {
+        { 200, { TOY_HEADERS, NULL }, { "!prelude CRC mismatch\n", NULL }, AIB_XFER_OK, NULL },
+    };
+
+    (void)state;
+    hooks_of(pv)->stream_framing = &toy_framing;
+    ic = interception(pv, MESSAGES, 1);
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+
+    assert_int_equal(transport.ncalls, 1);
+    assert_int_equal(rec.starts, 1);
+    assert_int_equal(rec.status, 200);
+    assert_string_equal(header("Content-Type"), "text/event-stream");
+    assert_string_equal(body_of(), apr_pstrcat(pool, "event: error\ndata: ",
+                                               anthropic_error("api_error",
+                                                   "upstream stream malformed: "
+                                                   "prelude CRC mismatch"),
+                                               "\n\n", NULL));
+    assert_int_equal(ic->outcome, AIB_OUTCOME_TRANSPORT_ERROR);
+    ASSERT_AVAILABLE(kp, 0);
+}
+
+/* The stream ends inside a frame: finish() says so. */
+static void test_stream_framing_cut_inside_a_frame(void **state)
+{
+    aib_keypool_t *kp = keypool("a", NULL);
+    aib_provider_t *pv = ANTHROPIC(kp);
+    aib_interception_t *ic;
+    const step_t steps[] = {
+        { 200, { TOY_HEADERS, NULL }, { TOY_START, "message_del", NULL }, AIB_XFER_OK, NULL },
+    };
+
+    (void)state;
+    hooks_of(pv)->stream_framing = &toy_framing;
+    ic = interception(pv, MESSAGES, 1);
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+
+    assert_string_equal(body_of(), apr_pstrcat(pool, SSE_START, "event: error\ndata: ",
+                                               anthropic_error("api_error",
+                                                   "upstream stream malformed: "
+                                                   "cut inside a line"),
+                                               "\n\n", NULL));
+    assert_true(logged(AIB_LOG_ERROR, "malformed stream: cut inside a line"));
+    assert_int_equal(ic->outcome, AIB_OUTCOME_TRANSPORT_ERROR);
+    ASSERT_AVAILABLE(kp, 0);
+}
+
+/* Past the final event, a malformed tail is only logged. */
+static void test_stream_framing_malformed_after_the_end(void **state)
+{
+    aib_keypool_t *kp = keypool("a", NULL);
+    aib_provider_t *pv = ANTHROPIC(kp);
+    aib_interception_t *ic;
+    const step_t steps[] = {
+        { 200, { TOY_HEADERS, NULL }, { TOY_START, TOY_STOP, "!trailing bytes\n", NULL },
+          AIB_XFER_OK, NULL },
+    };
+
+    (void)state;
+    hooks_of(pv)->stream_framing = &toy_framing;
+    ic = interception(pv, MESSAGES, 1);
+    SCRIPT(steps);
+    aib_bridge_run(ic);
+
+    assert_string_equal(body_of(), SSE_START SSE_STOP);
+    assert_true(logged(AIB_LOG_ERROR, "malformed stream: trailing bytes"));
+    assert_int_equal(ic->outcome, AIB_OUTCOME_OK);
 }
 
 /* ---- the agentic loop (src/agent_loop.c) --------------------------------- */
@@ -2974,6 +3101,10 @@ int main(void)
         T(test_sign_covers_each_attempt),
         T(test_stream_framing_of_the_provider),
         T(test_stream_framing_first_event_fails_over),
+        T(test_stream_framing_malformed),
+        T(test_stream_framing_malformed_first),
+        T(test_stream_framing_cut_inside_a_frame),
+        T(test_stream_framing_malformed_after_the_end),
 #undef T
     };
     return AIB_RUN_TESTS(tests);
