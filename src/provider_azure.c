@@ -24,6 +24,7 @@
 #define AZURE_DEFAULT_API_VERSION "2025-04-01-preview"
 
 #define V1_SUFFIX "/openai/v1"
+#define OPENAI_SUFFIX "/openai"
 
 typedef struct {
     const char *api_version;   /* NULL: the default (deployments shape) */
@@ -75,18 +76,27 @@ static const char *azure_option(apr_pool_t *p, aib_provider_t *pv, const char *k
     return NULL;
 }
 
+static int ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), m = strlen(suffix);
+
+    return n >= m && !strcmp(s + n - m, suffix);
+}
+
 static const char *azure_options_done(apr_pool_t *p, aib_provider_t *pv)
 {
     azure_conf_t *conf;
-    size_t len;
 
     if (!pv->base_url)
         return apr_psprintf(p, "provider '%s' of type azure needs its base URL, "
                             "https://<resource>.openai.azure.com", pv->name);
+    /* The module adds /openai itself: given twice, every call would 404. */
+    if (ends_with(pv->base_url, OPENAI_SUFFIX))
+        return apr_psprintf(p, "provider '%s': base URL '%s' ends in %s: give the "
+                            "resource's URL without it, or the v1 API's (ending in %s)",
+                            pv->name, pv->base_url, OPENAI_SUFFIX, V1_SUFFIX);
     conf = conf_of(p, pv);
-    len = strlen(pv->base_url);
-    conf->v1 = len >= sizeof(V1_SUFFIX) - 1
-               && !strcmp(pv->base_url + len - (sizeof(V1_SUFFIX) - 1), V1_SUFFIX);
+    conf->v1 = ends_with(pv->base_url, V1_SUFFIX);
     if (conf->v1 && conf->api_version)
         return apr_psprintf(p, "provider '%s': api-version= does not apply to a base URL "
                             "ending in %s (the v1 API takes none)", pv->name, V1_SUFFIX);
@@ -96,11 +106,13 @@ static const char *azure_options_done(apr_pool_t *p, aib_provider_t *pv)
 }
 
 /* OpenAI's routes, less those Azure's URLs have no place for without a
- * deployment (embeddings, moderations) or at all (conversations...). */
+ * deployment (embeddings, moderations) or at all (conversations). Stored
+ * responses (/v1/responses/<id>...) are at /openai/responses/<id>...; the
+ * models can only be listed and read. */
 static void azure_route(const char *method, const char *path, aib_route_t *out)
 {
     aib_openai_route(method, path, out);
-    if (out->kind != AIB_ROUTE_PASSTHROUGH)
+    if (out->kind != AIB_ROUTE_PASSTHROUGH || !strncmp(path, "/v1/responses/", 14))
         return;
     if (strncmp(path, "/v1/models", 10)) {
         memset(out, 0, sizeof(*out));

@@ -5,6 +5,7 @@ with its OpenAI builders:
 
     POST /openai/deployments/<deployment>/chat/completions?api-version=...
     POST /openai/responses?api-version=...        (the deployment is the body's model)
+    GET  /openai/responses/<id>?api-version=...
     GET  /openai/models[/<id>]?api-version=...
     POST /openai/v1/chat/completions, /openai/v1/responses, GET /openai/v1/models[/<id>]
                                                    (the v1 API: no dated api-version)
@@ -47,6 +48,8 @@ def routes(mock):
     return [
         ({"POST"}, r"/openai/deployments/(?P<deployment>[^/]+)/chat/completions", chat),
         ({"POST"}, r"/openai(?:/v1)?/responses", responses),
+        ({"GET"}, r"/openai(?:/v1)?/responses/(?P<id>[^/]+)",
+         mock.Route(AZURE, mock.retrieved_response)),
         ({"POST"}, r"/openai/v1/chat/completions", chat),
         ({"GET"}, r"/openai(?:/v1)?/models", models),
         ({"GET"}, r"/openai(?:/v1)?/models/(?P<id>[^/]+)", model),

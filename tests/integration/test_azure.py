@@ -119,14 +119,16 @@ def test_v1_shape(start, mock, route, stream):
     assert upstream(mock) == [("/openai/v1" + route[3:], "", "api-key")]
 
 
-def test_models(start, mock):
+def test_passthrough_routes(start, mock):
     httpd = start(providers=[f"azure-v1 azure {mock.url}/openai/v1 pool=main"])
     assert ask(httpd, "/v1/models?limit=2", method="GET").status == 200
     assert ask(httpd, "/v1/models/gpt-4o", method="GET").json()["id"] == "gpt-4o"
     assert call(httpd, "/v1/models", method="GET", provider="azure-v1").status == 200
+    assert ask(httpd, "/v1/responses/resp_7", method="GET").json()["id"] == "resp_7"
     assert upstream(mock) == [("/openai/models", DEFAULT_VERSION + "&limit=2", "api-key"),
                               ("/openai/models/gpt-4o", DEFAULT_VERSION, "api-key"),
-                              ("/openai/v1/models", "", "api-key")]
+                              ("/openai/v1/models", "", "api-key"),
+                              ("/openai/responses/resp_7", DEFAULT_VERSION, "api-key")]
     # Azure's URLs have no place for these without a deployment.
     assert ask(httpd, "/v1/embeddings", body={"model": "m", "input": "x"}).status == 404
 
@@ -305,6 +307,7 @@ def test_usage_log_and_metrics(start, mock, stream):
 
 @pytest.mark.parametrize("provider, words", [
     ("az azure pool=main", ["provider 'az' of type azure needs its base URL"]),
+    ("az azure {url}/openai pool=main", ["ends in /openai"]),
     ("az azure {url} pool=main api-version=2024-10-21&x", ["api-version=2024-10-21&x"]),
     ("az azure {url}/openai/v1 pool=main api-version=2024-10-21",
      ["api-version= does not apply"]),
@@ -312,7 +315,7 @@ def test_usage_log_and_metrics(start, mock, stream):
     ("az azure {url} pool=main deployment-map=a=b deployment-map=a=c",
      ["model 'a' is mapped twice"]),
     ("az azure {url} pool=main region=eu", ["unknown option 'region'"]),
-], ids=["no-base-url", "api-version", "v1-api-version", "map-form", "map-twice", "unknown"])
+], ids=["no-base-url", "openai-suffix", "api-version", "v1-api-version", "map-form", "map-twice", "unknown"])
 def test_configuration_errors(httpd, mock, provider, words):
     httpd.write_config(bridge_config(mock.url, providers=[provider.format(url=mock.url)]))
     code, output = httpd.check()

@@ -392,6 +392,8 @@ static void test_provider_azure_options(void **state)
     PARSE_OK("az", "azure", "https://res.openai.azure.com/openai/v1/", "byok=on",
              "deployment-map=gpt-4o=prod-4o");
     PARSE_ERR("provider 'az' of type azure needs its base URL", "az", "azure", "pool=x");
+    PARSE_ERR("base URL 'https://res.openai.azure.com/openai' ends in /openai", "az", "azure",
+              "https://res.openai.azure.com/openai/", "pool=x");
     PARSE_ERR("api-version=2024-10-21&x=1: takes a version", "az", "azure",
               "https://res.openai.azure.com", "pool=x", "api-version=2024-10-21&x=1");
     PARSE_ERR("api-version=: takes a version", "az", "azure", "https://res.openai.azure.com",

@@ -178,6 +178,20 @@ static void test_client_query(void **state)
                         "&my-api-version=1");
 }
 
+/* Stored responses, at Azure's URL of responses. */
+static void test_stored_responses(void **state)
+{
+    const aib_provider_t *pv = AZURE(RESOURCE, "pool=p");
+    prepared_t out = prepare(pv, "GET", "/v1/responses/resp_1/input_items?limit=3", NULL);
+
+    (void)state;
+    assert_null(out.refusal);
+    assert_string_equal(out.req.url, RESOURCE "/openai/responses/resp_1/input_items?"
+                        DEFAULT_VERSION "&limit=3");
+    out = prepare(AZURE(V1_BASE, "pool=p"), "DELETE", "/v1/responses/resp_1", NULL);
+    assert_string_equal(out.req.url, V1_BASE "/responses/resp_1");
+}
+
 static void test_model_required(void **state)
 {
     prepared_t out = prepare(AZURE(RESOURCE, "pool=p"), "POST", "/v1/chat/completions",
@@ -286,6 +300,9 @@ static void test_routes(void **state)
     assert_int_equal(r.kind, AIB_ROUTE_NONE);
     aib_provider_azure.route("GET", "/v1/conversations", &r);
     assert_int_equal(r.kind, AIB_ROUTE_NONE);
+    aib_provider_azure.route("DELETE", "/v1/responses/resp_1", &r);
+    assert_int_equal(r.kind, AIB_ROUTE_PASSTHROUGH);
+    assert_true(r.method_allowed);
     assert_true(aib_format_spoken_by(&aib_format_chat, &aib_provider_azure));
     assert_true(aib_format_spoken_by(&aib_format_responses, &aib_provider_azure));
 }
@@ -333,6 +350,7 @@ int main(void)
         T(test_deployments_responses),
         T(test_api_version_option),
         T(test_client_query),
+        T(test_stored_responses),
         T(test_model_required),
         T(test_v1_shape),
         T(test_api_key_header),
