@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Mock OpenAI / Anthropic upstream for mod_aibridge integration tests.
+"""Mock OpenAI / Anthropic upstream for mod_aibridge integration tests
+(Azure OpenAI's URLs too: tests/mock_azure.py).
 
     python3 tests/mock_upstream.py --port 0 [--host 127.0.0.1] [--verbose]
 
