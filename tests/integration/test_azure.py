@@ -96,6 +96,7 @@ def test_mock_refuses_like_azure(mock):
 # --------------------------------------------------------------------------
 # Both URL shapes
 
+@pytest.mark.sanitize
 @route_param
 @stream_param
 def test_deployments_shape(start, mock, route, stream):
@@ -139,6 +140,7 @@ def test_api_version_option(start, mock):
     assert mock.requests()[0]["query"] == "api-version=2024-10-21"
 
 
+@pytest.mark.sanitize
 @pytest.mark.parametrize("base", ["", "/openai/v1"], ids=["deployments", "v1"])
 def test_deployment_map(start, mock, base):
     httpd = start("deployment-map=gpt-4o-mini=eu/mini", "deployment-map=gpt-4.1=big",
@@ -168,6 +170,7 @@ def test_deployment_map(start, mock, base):
 # --------------------------------------------------------------------------
 # Credentials
 
+@pytest.mark.sanitize
 def test_bearer_entries(start, mock):
     token = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.entra-payload.signature42"
     httpd = start(keys=(f"bearer:{token}", "k1"))
