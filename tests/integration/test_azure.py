@@ -318,7 +318,8 @@ def test_usage_log_and_metrics(start, mock, stream):
     ("az azure {url} pool=main deployment-map=a=b deployment-map=a=c",
      ["model 'a' is mapped twice"]),
     ("az azure {url} pool=main region=eu", ["unknown option 'region'"]),
-], ids=["no-base-url", "openai-suffix", "api-version", "v1-api-version", "map-form", "map-twice", "unknown"])
+], ids=["no-base-url", "openai-suffix", "api-version", "v1-api-version", "map-form",
+        "map-twice", "unknown"])
 def test_configuration_errors(httpd, mock, provider, words):
     httpd.write_config(bridge_config(mock.url, providers=[provider.format(url=mock.url)]))
     code, output = httpd.check()

@@ -126,8 +126,8 @@ static void test_deployment_map(void **state)
     prepared_t out = post(pv, "/v1/chat/completions", CHAT_BODY);
 
     (void)state;
-    assert_string_equal(out.req.url, RESOURCE "/openai/deployments/prod%20mini%2f2/chat/completions?"
-                        DEFAULT_VERSION);
+    assert_string_equal(out.req.url, RESOURCE "/openai/deployments/prod%20mini%2f2"
+                        "/chat/completions?" DEFAULT_VERSION);
     assert_ptr_equal(out.req.body, CHAT_BODY);
     out = post(pv, "/v1/chat/completions", "{\"model\":\"o3\",\"messages\":[]}");
     assert_string_equal(out.req.url, RESOURCE "/openai/deployments/o3/chat/completions?"
