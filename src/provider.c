@@ -5,7 +5,7 @@
 
 /* Every provider type: the one entry a new provider adds. */
 static const aib_provider_ops_t *const providers[] = {
-    &aib_provider_openai, &aib_provider_anthropic
+    &aib_provider_openai, &aib_provider_anthropic, &aib_provider_azure
 };
 
 #define PROVIDER_COUNT (sizeof(providers) / sizeof(providers[0]))
@@ -37,9 +37,15 @@ const aib_reset_headers_t *const *aib_provider_reset_headers(apr_pool_t *p)
     const aib_reset_headers_t **all = apr_pcalloc(p, (PROVIDER_COUNT + 1) * sizeof(*all));
     size_t i, n = 0;
 
-    for (i = 0; i < PROVIDER_COUNT; i++)
-        if (providers[i]->reset_headers)
-            all[n++] = providers[i]->reset_headers;
+    for (i = 0; i < PROVIDER_COUNT; i++) {
+        const aib_reset_headers_t *mine = providers[i]->reset_headers;
+        size_t j = 0;
+        /* Providers of one shape share theirs (azure: OpenAI's): read once. */
+        while (j < n && all[j] != mine)
+            j++;
+        if (mine && j == n)
+            all[n++] = mine;
+    }
     return all;
 }
 

@@ -71,7 +71,7 @@ typedef struct {
 
 typedef struct aib_provider_ops {
     const char *type;
-    const char *default_base_url;
+    const char *default_base_url;   /* NULL: AIBridgeProvider must name one */
     /* Route for a path below the provider (query excluded). */
     void (*route)(const char *method, const char *path, aib_route_t *out);
     /* Sets the upstream credential header(s) for `key`. */
@@ -123,11 +123,12 @@ typedef struct aib_provider_ops {
 
 extern const aib_provider_ops_t aib_provider_openai;
 extern const aib_provider_ops_t aib_provider_anthropic;
+extern const aib_provider_ops_t aib_provider_azure;
 
-/* The ops for a type name ("openai", "anthropic"), or NULL. */
+/* The ops for a type name ("openai", "anthropic", "azure"), or NULL. */
 const aib_provider_ops_t *aib_provider_ops_find(const char *type);
 
-/* The known type names, "openai, anthropic", for messages. */
+/* The known type names, "openai, anthropic, azure", for messages. */
 const char *aib_provider_types(apr_pool_t *p);
 
 /* Every provider's reset headers, NULL-terminated, in the order of the

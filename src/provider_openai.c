@@ -1,9 +1,12 @@
-/* OpenAI: Chat Completions and Responses, Bearer keys, {"error":{...}}. */
+/* OpenAI: Chat Completions and Responses, Bearer keys, {"error":{...}}.
+ * The pieces of the OpenAI shape are exported (provider_openai.h) for the
+ * providers that speak it under other URLs and credentials (Azure). */
 #include <string.h>
 #include <apr_strings.h>
 
 #include "format.h"
 #include "provider.h"
+#include "provider_openai.h"
 
 static int has_subpath(const char *path, const char *prefix)
 {
@@ -11,7 +14,7 @@ static int has_subpath(const char *path, const char *prefix)
     return !strncmp(path, prefix, n) && path[n] == '/' && path[n + 1];
 }
 
-static void openai_route(const char *method, const char *path, aib_route_t *out)
+void aib_openai_route(const char *method, const char *path, aib_route_t *out)
 {
     int is_post = !strcmp(method, "POST");
     int is_get = !strcmp(method, "GET");
@@ -82,7 +85,7 @@ static void openai_type_code(aib_error_kind_e kind, const char **type, const cha
     }
 }
 
-static const char *openai_error_body(apr_pool_t *p, aib_error_kind_e kind, const char *message)
+const char *aib_openai_error_body(apr_pool_t *p, aib_error_kind_e kind, const char *message)
 {
     const char *type, *code;
 
@@ -91,7 +94,7 @@ static const char *openai_error_body(apr_pool_t *p, aib_error_kind_e kind, const
                         "\"code\":\"%s\"}}", aib_json_quote(p, message), type, code);
 }
 
-static const char *openai_error_code(aib_error_kind_e kind)
+const char *aib_openai_error_code(aib_error_kind_e kind)
 {
     const char *type, *code;
 
@@ -99,7 +102,7 @@ static const char *openai_error_code(aib_error_kind_e kind)
     return code;
 }
 
-static aib_fault_e openai_classify(int status, const char *body, apr_size_t len)
+aib_fault_e aib_openai_classify(int status, const char *body, apr_size_t len)
 {
     switch (status) {
     case 429:
@@ -123,7 +126,7 @@ static aib_fault_e openai_classify(int status, const char *body, apr_size_t len)
 
 /* Chat streams report errors as {"error":{...}} chunks, Responses streams
  * as `error` events with the code at the top level. */
-static aib_fault_e openai_stream_fault(const char *event, const char *data, apr_size_t len)
+aib_fault_e aib_openai_stream_fault(const char *event, const char *data, apr_size_t len)
 {
     static const struct {
         const char *code;
@@ -154,25 +157,25 @@ static const aib_limit_header_t openai_limits[] = {
     { "x-ratelimit-reset-tokens", "x-ratelimit-remaining-tokens" },
 };
 
-static const aib_reset_headers_t openai_resets = {
+const aib_reset_headers_t aib_openai_resets = {
     "x-ratelimit-reset", AIB_RESET_DURATION, openai_limits,
     sizeof(openai_limits) / sizeof(openai_limits[0])
 };
 
-static const aib_format_t *const openai_formats[] = {
+const aib_format_t *const aib_openai_formats[] = {
     &aib_format_chat, &aib_format_responses, NULL
 };
 
 const aib_provider_ops_t aib_provider_openai = {
     .type = "openai",
     .default_base_url = "https://api.openai.com",
-    .route = openai_route,
+    .route = aib_openai_route,
     .set_key = openai_set_key,
     .client_key = openai_client_key,
-    .error_body = openai_error_body,
-    .error_code = openai_error_code,
-    .classify = openai_classify,
-    .reset_headers = &openai_resets,
-    .stream_fault = openai_stream_fault,
-    .formats = openai_formats,
+    .error_body = aib_openai_error_body,
+    .error_code = aib_openai_error_code,
+    .classify = aib_openai_classify,
+    .reset_headers = &aib_openai_resets,
+    .stream_fault = aib_openai_stream_fault,
+    .formats = aib_openai_formats,
 };

@@ -32,7 +32,9 @@ def provider_config(mock):
     else:
         lines += ["AIBridgeKeyPool demo demo-key-rate-limited demo-key-good demo-key-spare",
                   f"AIBridgeProvider openai openai {mock.url} pool=demo cooldown=30",
-                  f"AIBridgeProvider anthropic anthropic {mock.url} pool=demo cooldown=30"]
+                  f"AIBridgeProvider anthropic anthropic {mock.url} pool=demo cooldown=30",
+                  f"AIBridgeProvider azure azure {mock.url} pool=demo cooldown=30 "
+                  "deployment-map=gpt-4o-mini=demo-deployment"]
     lines += ["<Location /ai>", "  SetHandler aibridge", "</Location>"]
     return "\n".join(lines)
 
@@ -54,6 +56,10 @@ def main():
     if code:
         sys.exit(out)
     base = f"http://127.0.0.1:{PORT}/ai"
+    # Azure OpenAI runs against the mock only: its resource URL is no default.
+    azure = (f"curl -s {base}/azure/v1/chat/completions -H 'Content-Type: application/json' -d "
+             """'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}]}'"""
+             "   (Azure OpenAI, deployment demo-deployment)\n") if mock else ""
     print(f"""
 mod_aibridge is listening on http://127.0.0.1:{PORT}  (error log: {httpd.error_log}, shows each failover)
 {"Upstream: the bundled mock; key 1 of the pool is rate-limited, so the first call fails over to key 2." if mock else "Upstream: the real providers, with the keys from the environment."}
@@ -65,7 +71,7 @@ curl -sN {base}/openai/v1/chat/completions -H 'Content-Type: application/json' -
 curl -s {base}/openai/v1/responses -H 'Content-Type: application/json' -d '{{"model":"gpt-4o-mini","input":"Hello"}}'
 curl -s {base}/anthropic/v1/messages -H 'Content-Type: application/json' -d '{{"model":"claude-sonnet-4-5","max_tokens":100,"messages":[{{"role":"user","content":"Hello"}}]}}'
 curl -s {base}/openai/v1/models
-SDK base URLs: OpenAI {base}/openai/v1   Anthropic {base}/anthropic   (any API key works: the pool serves)
+{azure}SDK base URLs: OpenAI {base}/openai/v1   Anthropic {base}/anthropic   (any API key works: the pool serves)
 Ctrl-C stops httpd{" and the mock" if mock else ""}.
 """, flush=True)
     proc = subprocess.Popen([HTTPD, "-f", httpd.conf, "-D", "FOREGROUND"])

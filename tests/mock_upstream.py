@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Mock OpenAI / Anthropic upstream for mod_aibridge integration tests.
+"""Mock OpenAI / Anthropic upstream for mod_aibridge integration tests
+(Azure OpenAI's URLs too: tests/mock_azure.py).
 
     python3 tests/mock_upstream.py --port 0 [--host 127.0.0.1] [--verbose]
 
@@ -37,6 +38,8 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Optional
 from urllib.parse import urlsplit
+
+import mock_azure
 
 OPENAI = "openai"
 ANTHROPIC = "anthropic"
@@ -353,6 +356,7 @@ ROUTES = [
     ({"GET", "POST", "DELETE"}, r"/v1/conversations(?:/(?P<id>[^/]+)(?P<rest>/.*)?)?",
      Route(OPENAI, conversations)),
 ]
+ROUTES += mock_azure.routes(sys.modules[__name__])
 NOT_FOUND = Route(OPENAI, not_found, status=404)
 
 
@@ -659,7 +663,9 @@ class Handler(BaseHTTPRequestHandler):
             self.control(url.path, raw)
             return
         route, params = resolve(self.command, url.path)
-        key, key_header, both = request_key(self.headers, route.provider)
+        azure = route.provider == mock_azure.AZURE
+        key, key_header, both = (mock_azure.request_key(self.headers) if azure
+                                 else request_key(self.headers, route.provider))
         body = parse_body(raw)
         headers = {}
         for name, value in self.headers.items():
@@ -672,7 +678,8 @@ class Handler(BaseHTTPRequestHandler):
         })
         x = Exchange(n, self.command, url.path, route, params,
                      body if isinstance(body, dict) else {})
-        self.respond(x, self.server.state.next_spec(key) or {})
+        spec = self.server.state.next_spec(key) or {}
+        self.respond(x, mock_azure.answer(x, url.query, key, spec) if azure else spec)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_request
 

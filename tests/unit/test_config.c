@@ -355,6 +355,8 @@ static void test_provider_table(void **state)
         { "openai", "/v1/chat/completions", "chat" },
         { "openai", "/v1/responses", "responses" },
         { "anthropic", "/v1/messages", "messages" },
+        { "azure", "/v1/chat/completions", "chat" },
+        { "azure", "/v1/responses", "responses" },
     };
     aib_route_t route;
     size_t i;
@@ -362,9 +364,11 @@ static void test_provider_table(void **state)
     (void)state;
     assert_ptr_equal(aib_provider_ops_find("openai"), &aib_provider_openai);
     assert_ptr_equal(aib_provider_ops_find("anthropic"), &aib_provider_anthropic);
+    assert_ptr_equal(aib_provider_ops_find("azure"), &aib_provider_azure);
     assert_null(aib_provider_ops_find("gemini"));
-    assert_string_equal(aib_provider_types(pool), "openai, anthropic");
-    PARSE_ERR("unknown provider type 'gemini' (openai, anthropic)", "p", "gemini", "pool=x");
+    assert_string_equal(aib_provider_types(pool), "openai, anthropic, azure");
+    PARSE_ERR("unknown provider type 'gemini' (openai, anthropic, azure)", "p", "gemini",
+              "pool=x");
     /* The formats a provider lists are those its route() gives. */
     for (i = 0; i < sizeof(bridged) / sizeof(bridged[0]); i++) {
         const aib_provider_ops_t *ops = aib_provider_ops_find(bridged[i].type);
@@ -375,6 +379,41 @@ static void test_provider_table(void **state)
     }
     assert_false(aib_format_spoken_by(&aib_format_messages, &aib_provider_openai));
     assert_false(aib_format_spoken_by(&aib_format_chat, &aib_provider_anthropic));
+}
+
+/* Azure's own options, and the base URL it cannot do without (the URLs
+ * they make: test_provider_azure.c). */
+static void test_provider_azure_options(void **state)
+{
+    (void)state;
+    PARSE_OK("az", "azure", "https://res.openai.azure.com", "pool=x");
+    PARSE_OK("az", "azure", "https://res.openai.azure.com", "pool=x", "api-version=2024-10-21",
+             "deployment-map=gpt-4o=prod-4o", "deployment-map=gpt-4o-mini=mini");
+    PARSE_OK("az", "azure", "https://res.openai.azure.com/openai/v1/", "byok=on",
+             "deployment-map=gpt-4o=prod-4o");
+    PARSE_ERR("provider 'az' of type azure needs its base URL", "az", "azure", "pool=x");
+    PARSE_ERR("base URL 'https://res.openai.azure.com/openai' ends in /openai", "az", "azure",
+              "https://res.openai.azure.com/openai/", "pool=x");
+    PARSE_ERR("api-version=2024-10-21&x=1: takes a version", "az", "azure",
+              "https://res.openai.azure.com", "pool=x", "api-version=2024-10-21&x=1");
+    PARSE_ERR("api-version=: takes a version", "az", "azure", "https://res.openai.azure.com",
+              "pool=x", "api-version=");
+    PARSE_ERR("api-version= does not apply", "az", "azure",
+              "https://res.openai.azure.com/openai/v1", "pool=x", "api-version=2024-10-21");
+    PARSE_ERR("deployment-map=gpt-4o: takes <model>=<deployment>", "az", "azure",
+              "https://res.openai.azure.com", "pool=x", "deployment-map=gpt-4o");
+    PARSE_ERR("deployment-map==d: takes", "az", "azure", "https://res.openai.azure.com",
+              "pool=x", "deployment-map==d");
+    PARSE_ERR("deployment-map=m=: takes", "az", "azure", "https://res.openai.azure.com",
+              "pool=x", "deployment-map=m=");
+    PARSE_ERR("model 'gpt-4o' is mapped twice", "az", "azure", "https://res.openai.azure.com",
+              "pool=x", "deployment-map=gpt-4o=a", "deployment-map=gpt-4o=b");
+    PARSE_ERR("unknown option 'region'", "az", "azure", "https://res.openai.azure.com",
+              "pool=x", "region=eu");
+    /* Azure's options are Azure's only. */
+    PARSE_ERR("unknown option 'api-version'", "p", "openai", "pool=x", "api-version=2024-10-21");
+    PARSE_ERR("unknown option 'deployment-map'", "p", "anthropic", "pool=x",
+              "deployment-map=a=b");
 }
 
 static void test_provider_url_needs_host(void **state)
@@ -532,6 +571,7 @@ int main(void)
         T(test_provider_fails_over),
         T(test_provider_errors),
         T(test_provider_table),
+        T(test_provider_azure_options),
         T(test_provider_url_needs_host),
         T(test_source_literal),
         T(test_source_env),
