@@ -365,5 +365,5 @@ static int sse_feed(void *decoder, const char *buf, apr_size_t len)
 }
 
 const aib_stream_framing_t aib_sse_framing = {
-    aib_is_event_stream, sse_create, sse_feed
+    aib_is_event_stream, sse_create, sse_feed, NULL, NULL
 };

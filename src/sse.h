@@ -56,9 +56,24 @@ typedef struct {
      * bytes are skipped. */
     void *(*create)(apr_pool_t *pool, apr_size_t max_event, aib_sse_event_fn *on_event,
                     void *ctx);
-    /* Feeds the next bytes; returns 0 to go on, or on_event's non-zero value. */
+    /* Feeds the next bytes; returns 0 to go on, on_event's non-zero value,
+     * or AIB_FRAMING_MALFORMED. */
     int (*feed)(void *decoder, const char *buf, apr_size_t len);
+    /* Why feed() or finish() returned AIB_FRAMING_MALFORMED. NULL for a
+     * framing that never does. */
+    const char *(*error)(void *decoder);
+    /* At the end of the stream: AIB_FRAMING_MALFORMED if it was cut inside
+     * a frame, else 0. NULL when a cut needs no check of its own (SSE: a
+     * cut event is no event, and the provider's stream_complete tells a
+     * stream cut short). */
+    int (*finish)(void *decoder);
 } aib_stream_framing_t;
+
+/* The bytes are not a stream in that framing (a bad checksum, an
+ * impossible length, a cut frame): the decoder stays failed, as nothing
+ * after the fault can be trusted. Distinct from any on_event value the
+ * bridge returns (those are positive). */
+#define AIB_FRAMING_MALFORMED (-2)
 
 extern const aib_stream_framing_t aib_sse_framing;
 

@@ -2471,7 +2471,9 @@ static int toy_feed(void *decoder, const char *buf, apr_size_t len)
     return 0;
 }
 
-static const aib_stream_framing_t toy_framing = { toy_is_stream, toy_create, toy_feed };
+static const aib_stream_framing_t toy_framing = {
+    toy_is_stream, toy_create, toy_feed, NULL, NULL
+};
 
 #define TOY_HEADERS "Content-Type", "application/x-toy-stream"
 #define TOY_START "message_start|{\"type\":\"message_start\",\"message\":" \
