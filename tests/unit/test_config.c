@@ -363,8 +363,9 @@ static void test_provider_table(void **state)
     assert_ptr_equal(aib_provider_ops_find("openai"), &aib_provider_openai);
     assert_ptr_equal(aib_provider_ops_find("anthropic"), &aib_provider_anthropic);
     assert_null(aib_provider_ops_find("gemini"));
-    assert_string_equal(aib_provider_types(pool), "openai, anthropic");
-    PARSE_ERR("unknown provider type 'gemini' (openai, anthropic)", "p", "gemini", "pool=x");
+    assert_string_equal(aib_provider_types(pool), "openai, anthropic, bedrock");
+    PARSE_ERR("unknown provider type 'gemini' (openai, anthropic, bedrock)", "p", "gemini",
+              "pool=x");
     /* The formats a provider lists are those its route() gives. */
     for (i = 0; i < sizeof(bridged) / sizeof(bridged[0]); i++) {
         const aib_provider_ops_t *ops = aib_provider_ops_find(bridged[i].type);
