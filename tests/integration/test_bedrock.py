@@ -5,6 +5,7 @@ SigV4 signature with botocore's own signer."""
 import base64
 import json
 import os
+import subprocess
 import time
 
 import pytest
@@ -15,7 +16,8 @@ from botocore.credentials import Credentials
 from botocore.eventstream import ChecksumMismatch, EventStreamBuffer
 
 from bridging import MESSAGES, REPLY, assert_complete, call, log_records, request_body
-from harness import bridge_config
+from harness import TOP, bridge_config
+from mcp_server import McpServer
 
 SONNET = "anthropic.claude-sonnet-4-5-20250929-v1:0"
 PROFILE = "us.anthropic.claude-3-5-haiku-20241022-v1:0"
@@ -208,6 +210,43 @@ def test_configuration_errors_name_the_directive(httpd, options, message):
     code, out = httpd.check()
     assert code != 0
     assert "AIBridgeProvider" in out and message in out, out
+
+
+def test_anthropic_sdk_through_bedrock(start, mock):
+    """The official @anthropic-ai/sdk, unchanged, against the Bedrock provider."""
+    httpd = start()
+    httpd.allow_errors(r"malformed stream")
+    mock.script(AKID_A, {"status": 429})
+    mock.script(AKID_B, {}, {}, {"bedrock": {"cut_at": 3}})
+    p = subprocess.run(["node", os.path.join(TOP, "tests", "sdk", "anthropic_client.mjs"),
+                        httpd.url + "/ai/br"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    assert out["message"] == REPLY and out["stream"] == REPLY and out["stream_usage"] == 9
+    assert out["stream_error"] and "upstream" in out["stream_error"]
+    assert mock.keys() == [AKID_A] + [AKID_B] * 3
+    assert_signed(mock)  # the SDK's own headers (x-stainless-...) signed as sent
+
+
+def test_agentic_loop_through_bedrock(start, mock):
+    server = McpServer().start()
+    try:
+        httpd = start((KEY_A,), "mcp=tools", extra=f"AIBridgeMCPServer tools {server.url}")
+        turn = {"id": "msg_tools", "type": "message", "role": "assistant", "model": SONNET,
+                "content": [{"type": "tool_use", "id": "toolu_01", "name": "bmcp_tools_echo",
+                             "input": {"message": "ping-42"}}],
+                "stop_reason": "tool_use", "stop_sequence": None,
+                "usage": {"input_tokens": 100, "output_tokens": 20}}
+        mock.script(AKID_A, {"body": turn})
+        reply = bedrock_call(httpd)
+    finally:
+        server.stop()
+    assert reply.status == 200 and reply.json()["content"][0]["text"] == REPLY
+    first, second = mock.requests()
+    assert first["model_id"] == second["model_id"] == SONNET
+    assert "model" not in second["body"] and second["body"]["anthropic_version"]
+    assert second["body"]["messages"][-1]["content"][0]["type"] == "tool_result"
+    assert_signed(mock)
 
 
 # --------------------------------------------------------------------------
