@@ -17,26 +17,14 @@
 /* The Messages fields Bedrock rejects as unknown: dropped from the body. */
 static const char *const dropped_fields[] = { "metadata", "service_tier", "container", NULL };
 
+/* Anthropic's routes, its models list answered by the module from the map
+ * (bedrock_answer), but count_tokens: Bedrock's CountTokens takes and
+ * answers other shapes (README), so it is not served, a 404. */
 static void bedrock_route(const char *method, const char *path, aib_route_t *out)
 {
-    memset(out, 0, sizeof(*out));
-    if (!strcmp(path, "/v1/messages")) {
-        out->kind = AIB_ROUTE_BRIDGED;
-        out->format = &aib_format_messages;
-        out->name = out->format->name;
-        out->allow = "POST";
-        out->method_allowed = !strcmp(method, "POST");
-    }
-    /* Answered by the module from the model map (bedrock_answer). */
-    else if (!strcmp(path, "/v1/models")
-             || (!strncmp(path, "/v1/models/", 11) && path[11])) {
-        out->kind = AIB_ROUTE_PASSTHROUGH;
-        out->name = "passthrough";
-        out->allow = "GET";
-        out->method_allowed = !strcmp(method, "GET");
-    }
-    /* /v1/messages/count_tokens is not served (README: Bedrock's
-     * CountTokens takes and answers other shapes): a 404. */
+    aib_provider_anthropic.route(method, path, out);
+    if (!strcmp(path, "/v1/messages/count_tokens"))
+        memset(out, 0, sizeof(*out));
 }
 
 /* The credential goes in sign(), which knows the entry's kind and region;
@@ -49,11 +37,11 @@ static void bedrock_set_key(apr_pool_t *p, apr_table_t *headers, const char *key
     apr_table_unset(headers, "x-api-key");
 }
 
-/* BYOK: the client's own entry, in the pool's syntax, as Anthropic's key. */
+/* BYOK: the client's own entry, in the pool's syntax, where Anthropic's
+ * clients send their key. */
 static const char *bedrock_client_key(const apr_table_t *headers)
 {
-    const char *key = apr_table_get(headers, "x-api-key");
-    return key && *key ? key : aib_bearer_key(headers);
+    return aib_provider_anthropic.client_key(headers);
 }
 
 static const char *anthropic_type(aib_error_kind_e kind)
