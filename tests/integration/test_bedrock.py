@@ -18,6 +18,7 @@ from botocore.eventstream import ChecksumMismatch, EventStreamBuffer
 from bridging import MESSAGES, REPLY, assert_complete, call, log_records, request_body
 from harness import TOP, bridge_config
 from mcp_server import McpServer
+from status_pages import Metrics
 
 SONNET = "anthropic.claude-sonnet-4-5-20250929-v1:0"
 PROFILE = "us.anthropic.claude-3-5-haiku-20241022-v1:0"
@@ -101,12 +102,39 @@ def test_failover_across_keys_and_regions(start, mock):
         assert secret not in log
 
 
+def test_metrics_show_the_provider(start, mock):
+    httpd = start(extra="<Location /metrics>\n  SetHandler aibridge-metrics\n</Location>")
+    mock.script(AKID_A, {"status": 429})
+    assert_complete(bedrock_call(httpd, stream=True), MESSAGES, True)
+    m = Metrics(requests.get(f"{httpd.url}/metrics", timeout=10).text)
+    br = {"provider": "br"}
+    assert m.value("aibridge_interceptions_total", **br, route="messages", outcome="ok") == 1
+    assert m.value("aibridge_key_pool_state_transitions_total", **br, reason="rate_limited") == 1
+    assert m.value("aibridge_failover_attempts_sum", **br) == 2
+    hints = {ls["key"] for ls in m.labels("aibridge_key_state") if ls["provider"] == "br"}
+    assert len(hints) == 3 and f"secret-{AKID_A}" not in str(hints)
+    tokens = {dict(ls)["type"]: v for (n, ls), v in m.samples.items()
+              if n == "aibridge_tokens_total" and dict(ls)["provider"] == "br" and v}
+    assert tokens == {"input": 21, "output": 9, "cache_read": 5, "cache_write": 7}
+
+
 def test_first_frame_throttling_fails_over(start, mock):
     httpd = start()
     mock.script(AKID_A, {"bedrock": {"exception": {"at": 0, "type": "throttlingException"}}})
     assert_complete(bedrock_call(httpd, stream=True), MESSAGES, True)
     assert mock.keys() == [AKID_A, AKID_B]
     assert httpd.log_lines(r"key #1 .* error event: cooling down")
+
+
+def test_later_exception_becomes_an_sse_error(start, mock):
+    httpd = start()
+    mock.script(AKID_A, {"bedrock": {"exception": {"at": 4, "type": "modelStreamErrorException",
+                                                   "message": "model broke"}}})
+    reply = bedrock_call(httpd, stream=True)
+    assert reply.status == 200 and len(reply.events) == 5
+    event, data = reply.events[-1]
+    assert event == "error" and json.loads(data)["error"]["message"] == "model broke"
+    assert mock.keys() == [AKID_A] and not httpd.log_lines(r"cooling down|disabled")
 
 
 def test_throttled_again_soon_cools_down_longer(start, mock):
