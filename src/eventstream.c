@@ -11,7 +11,6 @@
  *   corrupted length is reported as such, never waited for.
  * - Nothing is allocated per event from the pool: json-c's objects are
  *   freed once on_event returns. */
-#include <stddef.h>
 #include <string.h>
 #include <strings.h>
 
@@ -37,12 +36,17 @@ struct aib_eventstream {
     const char *error;   /* why the stream is malformed: set once */
 };
 
-/* The headers the decoder reads, all strings. */
+/* The headers the decoder reads, all with string values. */
+enum { H_MESSAGE_TYPE, H_EVENT_TYPE, H_EXCEPTION_TYPE, H_ERROR_CODE, H_ERROR_MESSAGE, H_COUNT };
+
+static const char *const header_names[H_COUNT] = {
+    ":message-type", ":event-type", ":exception-type", ":error-code", ":error-message"
+};
+
 typedef struct {
-    const char *message_type, *event_type, *exception_type, *error_code, *error_message;
-    apr_size_t message_type_len, event_type_len, exception_type_len, error_code_len,
-               error_message_len;
-} headers_t;
+    const char *value;   /* NULL when the message has no such string header */
+    apr_size_t len;
+} header_t;
 
 static const uint32_t crc_table[256] = {
     0x00000000, 0x77073096, 0xee0e612c, 0x990951ba, 0x076dc419, 0x706af48f,
@@ -144,6 +148,12 @@ static int start_frame(aib_eventstream_t *d, const unsigned char *prelude)
     return 0;
 }
 
+/* Whether the len bytes at s (NULL: none) are the literal. */
+static int is(const void *s, apr_size_t len, const char *literal)
+{
+    return s && strlen(literal) == len && !memcmp(s, literal, len);
+}
+
 /* The bytes a header value of this type takes after its type byte, and
  * for variable lengths, how many bytes say that length (-1: no such type). */
 static int value_size(unsigned type, int *len_bytes)
@@ -158,24 +168,14 @@ static int value_size(unsigned type, int *len_bytes)
     return type < sizeof(fixed) ? fixed[type] : -1;
 }
 
-/* Reads the header block; only string values of the names the decoder
- * needs are kept. Returns 0 or AIB_FRAMING_MALFORMED. */
+/* Reads the header block; only the string values of header_names are
+ * kept. Returns 0 or AIB_FRAMING_MALFORMED. */
 static int parse_headers(aib_eventstream_t *d, const unsigned char *p, apr_size_t len,
-                         headers_t *h)
+                         header_t *h)
 {
-    static const struct { const char *name; apr_size_t value, len; } wanted[] = {
-        { ":message-type", offsetof(headers_t, message_type),
-          offsetof(headers_t, message_type_len) },
-        { ":event-type", offsetof(headers_t, event_type), offsetof(headers_t, event_type_len) },
-        { ":exception-type", offsetof(headers_t, exception_type),
-          offsetof(headers_t, exception_type_len) },
-        { ":error-code", offsetof(headers_t, error_code), offsetof(headers_t, error_code_len) },
-        { ":error-message", offsetof(headers_t, error_message),
-          offsetof(headers_t, error_message_len) },
-    };
     const unsigned char *end = p + len;
 
-    memset(h, 0, sizeof(*h));
+    memset(h, 0, H_COUNT * sizeof(*h));
     while (p < end) {
         apr_size_t name_len = *p++, value_len;
         const unsigned char *name = p;
@@ -195,20 +195,15 @@ static int parse_headers(aib_eventstream_t *d, const unsigned char *p, apr_size_
         p += len_bytes;
         if ((apr_size_t)(end - p) < value_len)
             return fail(d, "header cut short");
-        for (i = 0; type == 7 && i < sizeof(wanted) / sizeof(wanted[0]); i++) {
-            if (strlen(wanted[i].name) == name_len && !memcmp(name, wanted[i].name, name_len)) {
-                *(const char **)((char *)h + wanted[i].value) = (const char *)p;
-                *(apr_size_t *)((char *)h + wanted[i].len) = value_len;
+        for (i = 0; type == 7 && i < H_COUNT; i++) {
+            if (is(name, name_len, header_names[i])) {
+                h[i].value = (const char *)p;
+                h[i].len = value_len;
             }
         }
         p += value_len;
     }
     return 0;
-}
-
-static int is(const char *value, apr_size_t len, const char *literal)
-{
-    return value && strlen(literal) == len && !memcmp(value, literal, len);
 }
 
 /* The Anthropic error type for an AWS exception name, compared without
@@ -232,11 +227,12 @@ static const char *anthropic_type(const char *name, apr_size_t len)
     return "api_error";   /* internalServerException, modelStreamErrorException... */
 }
 
-/* An exception or error message as Anthropic's "error" event. */
-static int on_exception(aib_eventstream_t *d, const char *name, apr_size_t name_len,
-                        const char *message, apr_size_t message_len,
+/* An exception or error message as Anthropic's "error" event. The message
+ * is the payload's, else the header's (an error message), else the name. */
+static int on_exception(aib_eventstream_t *d, const header_t *name, const header_t *message,
                         const char *payload, apr_size_t payload_len)
 {
+    static const header_t unnamed = { "unknownException", 16 };
     json_object *body = aib_json_parse_object(payload, payload_len);
     json_object *text = aib_json_member(body, "message", json_type_string);
     json_object *error = json_object_new_object(), *event = json_object_new_object();
@@ -244,18 +240,19 @@ static int on_exception(aib_eventstream_t *d, const char *name, apr_size_t name_
     size_t len;
     int rc;
 
-    if (!name)
-        name = "unknownException", name_len = strlen(name);
-    json_object_object_add(error, "type", json_object_new_string(anthropic_type(name, name_len)));
-    if (text)
-        json_object_object_add(error, "message", json_object_get(text));
-    else if (message)
-        json_object_object_add(error, "message", json_object_new_string_len(message,
-                                                                            (int)message_len));
+    if (!name->value)
+        name = &unnamed;
+    if (!text && message && message->value)
+        text = json_object_new_string_len(message->value, (int)message->len);
+    else if (!text)
+        text = json_object_new_string_len(name->value, (int)name->len);
     else
-        json_object_object_add(error, "message", json_object_new_string_len(name, (int)name_len));
-    json_object_object_add(error, "aws_exception", json_object_new_string_len(name,
-                                                                              (int)name_len));
+        json_object_get(text);   /* body holds it too */
+    json_object_object_add(error, "type", json_object_new_string(anthropic_type(name->value,
+                                                                                name->len)));
+    json_object_object_add(error, "message", text);
+    json_object_object_add(error, "aws_exception", json_object_new_string_len(name->value,
+                                                                              (int)name->len));
     json_object_object_add(event, "type", json_object_new_string("error"));
     json_object_object_add(event, "error", error);
     data = json_object_to_json_string_length(event, JSON_C_TO_STRING_NOSLASHESCAPE, &len);
@@ -284,6 +281,12 @@ static int is_base64(const char *s, apr_size_t len)
     return 1;
 }
 
+/* Whether the bridge can write s as an SSE event name: one line. */
+static int is_event_name(const char *s)
+{
+    return *s && !strpbrk(s, "\r\n");
+}
+
 /* A chunk: the Anthropic event in its base64 "bytes", decoded into buf
  * (the frame it came in is no longer needed). */
 static int on_chunk(aib_eventstream_t *d, const char *payload, apr_size_t payload_len)
@@ -291,6 +294,7 @@ static int on_chunk(aib_eventstream_t *d, const char *payload, apr_size_t payloa
     json_object *body = aib_json_parse_object(payload, payload_len);
     json_object *bytes = aib_json_member(body, "bytes", json_type_string);
     json_object *event = NULL, *type = NULL;
+    unsigned char *cr;
     const char *b64 = bytes ? json_object_get_string(bytes) : NULL;
     int len = 0, rc;
 
@@ -299,6 +303,11 @@ static int on_chunk(aib_eventstream_t *d, const char *payload, apr_size_t payloa
         reserve(d, (apr_size_t)apr_base64_decode_len(b64));
         len = apr_base64_decode_binary(d->buf, b64);
         d->buf[len] = '\0';
+        /* The bridge writes the event out as SSE, where a CR ends a line.
+         * In valid JSON a raw CR can only be whitespace: a space is the
+         * same. */
+        for (cr = d->buf; (cr = memchr(cr, '\r', (apr_size_t)(d->buf + len - cr))); )
+            *cr = ' ';
         event = aib_json_parse_object((const char *)d->buf, (apr_size_t)len);
         type = aib_json_member(event, "type", json_type_string);
     }
@@ -306,7 +315,7 @@ static int on_chunk(aib_eventstream_t *d, const char *payload, apr_size_t payloa
         rc = fail(d, "chunk without its bytes");
     else if (!event)
         rc = fail(d, "chunk bytes are no base64 JSON object");
-    else if (!type)
+    else if (!type || !is_event_name(json_object_get_string(type)))
         rc = fail(d, "chunk event has no type");
     else
         rc = d->on_event(d->ctx, json_object_get_string(type), (const char *)d->buf,
@@ -322,20 +331,19 @@ static int decode_frame(aib_eventstream_t *d, const unsigned char *f, apr_size_t
     apr_size_t headers_len = be32(f + 4);
     const char *payload = (const char *)f + PRELUDE_LEN + headers_len;
     apr_size_t payload_len = total - MIN_FRAME - headers_len;
-    headers_t h;
+    header_t h[H_COUNT];
+    const header_t *type = &h[H_MESSAGE_TYPE];
 
     if (aib_crc32(0, f, total - 4) != be32(f + total - 4))
         return fail(d, "message CRC mismatch");
-    if (parse_headers(d, f + PRELUDE_LEN, headers_len, &h))
+    if (parse_headers(d, f + PRELUDE_LEN, headers_len, h))
         return AIB_FRAMING_MALFORMED;
-    if (is(h.message_type, h.message_type_len, "exception"))
-        return on_exception(d, h.exception_type, h.exception_type_len, NULL, 0,
-                            payload, payload_len);
-    if (is(h.message_type, h.message_type_len, "error"))
-        return on_exception(d, h.error_code, h.error_code_len, h.error_message,
-                            h.error_message_len, payload, payload_len);
-    if (is(h.message_type, h.message_type_len, "event")
-        && is(h.event_type, h.event_type_len, "chunk"))
+    if (is(type->value, type->len, "exception"))
+        return on_exception(d, &h[H_EXCEPTION_TYPE], NULL, payload, payload_len);
+    if (is(type->value, type->len, "error"))
+        return on_exception(d, &h[H_ERROR_CODE], &h[H_ERROR_MESSAGE], payload, payload_len);
+    if (is(type->value, type->len, "event")
+        && is(h[H_EVENT_TYPE].value, h[H_EVENT_TYPE].len, "chunk"))
         return on_chunk(d, payload, payload_len);
     return 0;   /* no other event carries an answer */
 }

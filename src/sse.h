@@ -53,7 +53,8 @@ typedef struct {
     /* Whether a response with these headers is a stream in this framing. */
     int (*is_stream)(const apr_table_t *headers);
     /* A decoder calling on_event once per event; events over max_event
-     * bytes are skipped. */
+     * bytes are skipped (SSE), or make the stream malformed in a framing
+     * whose frames are held whole. */
     void *(*create)(apr_pool_t *pool, apr_size_t max_event, aib_sse_event_fn *on_event,
                     void *ctx);
     /* Feeds the next bytes; returns 0 to go on, on_event's non-zero value,

@@ -179,6 +179,18 @@ static void same_when_cut(const bytes_t *s, const rec_t *want)
     }
 }
 
+/* The one event s decodes to: its data (the name with *name). */
+static const char *only_event(const bytes_t *s, const char **name)
+{
+    rec_t *r = recorder();
+    const char *error;
+
+    assert_int_equal(decode(s, r, MAX_FRAME, &error), 0);
+    assert_int_equal(r->names->nelts, 1);
+    *name = NAME(r, 0);
+    return DATA(r, 0);
+}
+
 /* ------------------------------------------------------------------ */
 /* Tests                                                               */
 
@@ -457,17 +469,16 @@ static void test_exceptions(void **state)
 static void test_exception_without_message(void **state)
 {
     bytes_t s = message("exception", ":exception-type", "throttlingException", "");
-    rec_t *r = recorder();
-    const char *error;
+    const char *name;
 
     (void)state;
-    assert_int_equal(decode(&s, r, MAX_FRAME, &error), 0);
-    assert_string_equal(DATA(r, 0), "{\"type\":\"error\",\"error\":{\"type\":\"rate_limit_error\","
+    assert_string_equal(only_event(&s, &name),
+                        "{\"type\":\"error\",\"error\":{\"type\":\"rate_limit_error\","
                         "\"message\":\"throttlingException\","
                         "\"aws_exception\":\"throttlingException\"}}");
     s = message("exception", ":content-type", "application/json", "{}");
-    assert_int_equal(decode(&s, r, MAX_FRAME, &error), 0);
-    assert_string_equal(DATA(r, 1), "{\"type\":\"error\",\"error\":{\"type\":\"api_error\","
+    assert_string_equal(only_event(&s, &name),
+                        "{\"type\":\"error\",\"error\":{\"type\":\"api_error\","
                         "\"message\":\"unknownException\","
                         "\"aws_exception\":\"unknownException\"}}");
 }
@@ -476,17 +487,16 @@ static void test_exception_without_message(void **state)
 static void test_error_message(void **state)
 {
     bytes_t h = { NULL, 0 }, s;
-    rec_t *r = recorder();
-    const char *error;
+    const char *name, *data;
 
     (void)state;
     header(&h, ":message-type", "error");
     header(&h, ":error-code", "InternalFailure");
     header(&h, ":error-message", "something broke");
     s = frame(&h, "");
-    assert_int_equal(decode(&s, r, MAX_FRAME, &error), 0);
-    assert_string_equal(NAME(r, 0), "error");
-    assert_string_equal(DATA(r, 0), "{\"type\":\"error\",\"error\":{\"type\":\"api_error\","
+    data = only_event(&s, &name);
+    assert_string_equal(name, "error");
+    assert_string_equal(data, "{\"type\":\"error\",\"error\":{\"type\":\"api_error\","
                         "\"message\":\"something broke\",\"aws_exception\":\"InternalFailure\"}}");
 }
 
@@ -575,6 +585,9 @@ static void test_bad_chunks(void **state)
         { "{\"bytes\":\"WzFd\"}", "chunk bytes are no base64 JSON object" },
         { "{\"bytes\":\"eyJ0eXBlIjoxfQ==\"}", "chunk event has no type" },
         { "{\"bytes\":\"eyJhIjoiYiJ9\"}", "chunk event has no type" },
+        /* {"type":""}, {"type":"a\nb"} */
+        { "{\"bytes\":\"eyJ0eXBlIjoiIn0=\"}", "chunk event has no type" },
+        { "{\"bytes\":\"eyJ0eXBlIjoiYVxuYiJ9\"}", "chunk event has no type" },
     };
     apr_size_t i;
 
@@ -591,12 +604,20 @@ static void test_escaped_base64(void **state)
     /* {"type":"x","v":"???"}, whose base64 has a '/'. */
     bytes_t s = message("event", ":event-type", "chunk",
                         "{\"bytes\":\"eyJ0eXBlIjoieCIsInYiOiI\\/Pz8ifQ==\"}");
-    rec_t *r = recorder();
-    const char *error;
+    const char *name;
 
     (void)state;
-    assert_int_equal(decode(&s, r, MAX_FRAME, &error), 0);
-    assert_string_equal(DATA(r, 0), "{\"type\":\"x\",\"v\":\"???\"}");
+    assert_string_equal(only_event(&s, &name), "{\"type\":\"x\",\"v\":\"???\"}");
+}
+
+/* A raw CR, JSON whitespace, would end the line of the SSE data. */
+static void test_carriage_return(void **state)
+{
+    bytes_t s = chunk("{\"type\":\"x\",\r\n\"v\":1}\r");
+    const char *name;
+
+    (void)state;
+    assert_string_equal(only_event(&s, &name), "{\"type\":\"x\", \n\"v\":1} ");
 }
 
 static void test_framing(void **state)
@@ -641,6 +662,7 @@ int main(void)
         cmocka_unit_test_teardown(test_bad_headers, aib_clear_pool),
         cmocka_unit_test_teardown(test_bad_chunks, aib_clear_pool),
         cmocka_unit_test_teardown(test_escaped_base64, aib_clear_pool),
+        cmocka_unit_test_teardown(test_carriage_return, aib_clear_pool),
         cmocka_unit_test_teardown(test_framing, aib_clear_pool),
     };
     return AIB_RUN_TESTS(tests);
