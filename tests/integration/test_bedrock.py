@@ -171,6 +171,16 @@ def test_bad_secret_fails_the_signature_check(start, mock):
     assert [r["signature"] for r in mock.requests()] == ["signature mismatch", "ok"]
 
 
+def test_unparsable_entry_disabled_at_first_use(start, mock):
+    httpd = start(("not-an-aws-credential-entry", KEY_A))
+    httpd.allow_errors(r"key #1 .* is unusable")
+    assert_complete(bedrock_call(httpd), MESSAGES, False)
+    assert_complete(bedrock_call(httpd), MESSAGES, False)
+    assert mock.keys() == [AKID_A, AKID_A]
+    [line] = httpd.log_lines(r"is unusable")
+    assert "disabled until re-enabled" in line and "aws-credential" not in line
+
+
 def test_validation_error_relayed_in_anthropic_shape(start, mock):
     httpd = start()
     mock.script(AKID_A, {"status": 400, "bedrock": {"error": "ValidationException"}})
