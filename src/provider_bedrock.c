@@ -256,6 +256,8 @@ static const char *bedrock_options_done(apr_pool_t *p, struct aib_provider *pv)
     return NULL;
 }
 
+/* The Bedrock id for the model a client names: the map's, else the default,
+ * NULL when neither. */
 static const char *model_id(const struct aib_provider *pv, const char *model)
 {
     const bedrock_conf_t *conf = pv->type_conf;
