@@ -328,7 +328,7 @@ static attempt_result_e take_failover(attempt_t *a, int i, aib_fault_e fault, co
     aib_interception_t *ic = a->ic;
     const aib_provider_t *pv = ic->provider;
     int64_t now = ic->now_ms();
-
+    /* Read before this failure is noted over the last one. */
     int64_t base = fault == AIB_FAULT_RATE_LIMITED && pv->ops->cooldown_grows
                    ? grown_cooldown(pv, i, now, pv->cooldown_ms) : pv->cooldown_ms;
 

@@ -142,7 +142,7 @@ extern const aib_provider_ops_t aib_provider_bedrock;
 /* The ops for a type name ("openai", "anthropic", "bedrock"), or NULL. */
 const aib_provider_ops_t *aib_provider_ops_find(const char *type);
 
-/* The known type names, "openai, anthropic", for messages. */
+/* The known type names, "openai, anthropic, bedrock", for messages. */
 const char *aib_provider_types(apr_pool_t *p);
 
 /* Every provider's reset headers, NULL-terminated, in the order of the
