@@ -172,7 +172,8 @@ static int on_response(void *ctx, int status, apr_table_t *headers)
     a->event_stream = a->framing->is_stream(headers);
     if (a->event_stream)
         a->events = a->framing->create(a->pool, AIB_SSE_EVENT_MAX, on_event, a);
-    if (!ic->client_key && aib_provider_fails_over(ic->provider, status)) {
+    if (!ic->client_key && (aib_provider_fails_over(ic->provider, status)
+                            || (status >= 400 && ic->provider->ops->classify_answer))) {
         a->fail_over = 1;
         return 0;
     }
@@ -287,6 +288,39 @@ static const char *describe_key(aib_interception_t *ic, int i)
                         ic->provider->pool->name);
 }
 
+/* Whose fault the held failover answer is; the body the client gets when
+ * it is no key's fault replaces it, if the provider rewrites it. */
+static aib_fault_e classify(attempt_t *a)
+{
+    const aib_provider_ops_t *ops = a->ic->provider->ops;
+    const char *relay = NULL;
+    aib_fault_e fault;
+
+    if (!ops->classify_answer)
+        return ops->classify(a->status, a->held, a->held_len);
+    fault = ops->classify_answer(a->pool, a->status, a->headers, a->held, a->held_len, &relay);
+    if (relay) {
+        a->held = (char *)relay;
+        a->held_len = strlen(relay);
+    }
+    return fault;
+}
+
+/* A rate-limited key of a provider that names no reset time, limited again
+ * within as long as its last cooldown lasted after it ended: twice that. */
+static int64_t grown_cooldown(const aib_provider_t *pv, int i, int64_t now, int64_t ms)
+{
+    aib_slot_t slot;
+    int64_t last;
+
+    aib_key_snapshot(pv->pool, i, &slot);
+    last = slot.cooldown_until_ms - slot.last_failure_ms;
+    if (slot.cooldown_reason != AIB_REASON_RATE_LIMITED || last <= 0
+        || now >= slot.cooldown_until_ms + last || 2 * last <= ms)
+        return ms;
+    return 2 * last < pv->max_cooldown_ms ? 2 * last : pv->max_cooldown_ms;
+}
+
 /* Key i failed as `what` says: mark it, or relay the held response when it
  * is not the key's fault. */
 static attempt_result_e take_failover(attempt_t *a, int i, aib_fault_e fault, const char *what)
@@ -294,6 +328,9 @@ static attempt_result_e take_failover(attempt_t *a, int i, aib_fault_e fault, co
     aib_interception_t *ic = a->ic;
     const aib_provider_t *pv = ic->provider;
     int64_t now = ic->now_ms();
+    /* Read before this failure is noted over the last one. */
+    int64_t base = fault == AIB_FAULT_RATE_LIMITED && pv->ops->cooldown_grows
+                   ? grown_cooldown(pv, i, now, pv->cooldown_ms) : pv->cooldown_ms;
 
     if (fault != AIB_FAULT_NONE)
         aib_key_note_failure(pv->pool, i, now, aib_fault_status(fault));
@@ -322,15 +359,35 @@ static attempt_result_e take_failover(attempt_t *a, int i, aib_fault_e fault, co
         int64_t ms = fault == AIB_FAULT_QUOTA
                      ? pv->max_cooldown_ms
                      : aib_cooldown_ms(a->headers, aib_provider_reset_headers(a->pool), now,
-                                       pv->cooldown_ms, pv->max_cooldown_ms, &source);
+                                       base, pv->max_cooldown_ms, &source);
         aib_reason_e reason = fault == AIB_FAULT_QUOTA ? AIB_REASON_QUOTA : AIB_REASON_RATE_LIMITED;
         aib_key_cooldown(pv->pool, i, now + ms, reason);
         aib_stats_transition(pv->stats, reason);
         logf_(ic, AIB_LOG_INFO, "provider '%s': %s %s%s: cooling down for %.3f s (%s), "
               "trying the next key", pv->name, describe_key(ic, i), what,
               fault == AIB_FAULT_QUOTA ? " (insufficient_quota)" : "", ms / 1000.0,
-              fault == AIB_FAULT_QUOTA ? "max-cooldown=" : source ? source : "cooldown=");
+              fault == AIB_FAULT_QUOTA ? "max-cooldown=" : source ? source
+              : base > pv->cooldown_ms ? "limited again soon: doubled" : "cooldown=");
     }
+    return ATTEMPT_NEXT;
+}
+
+/* The provider cannot use key i (a malformed credential): it is disabled
+ * like a key the upstream refused, the client's own is refused. */
+static attempt_result_e unusable_key(aib_interception_t *ic, int i, const char *why)
+{
+    const aib_provider_t *pv = ic->provider;
+
+    if (i < 0) {
+        aib_bridge_reject(ic, AIB_ERROR_AUTHENTICATION,
+                          apr_psprintf(ic->pool, "unusable credential: %s", why), NULL, 0);
+        return ATTEMPT_DONE;
+    }
+    ic->key_hint = APR_ARRAY_IDX(pv->pool->keys, i, aib_key_t).hint;
+    aib_key_disable(pv->pool, i, AIB_FOREVER, AIB_REASON_UNAUTHORIZED);
+    aib_stats_transition(pv->stats, AIB_REASON_UNAUTHORIZED);
+    logf_(ic, AIB_LOG_ERROR, "provider '%s': %s is unusable (%s): disabled until re-enabled",
+          pv->name, describe_key(ic, i), why);
     return ATTEMPT_NEXT;
 }
 
@@ -360,8 +417,10 @@ static attempt_result_e attempt(aib_interception_t *ic, const aib_outgoing_t *ou
     pv->ops->set_key(a.pool, sent.headers, key);
     if (pv->ops->defaults)
         pv->ops->defaults(sent.headers);
-    if (pv->ops->sign)
-        pv->ops->sign(ic, a.pool, key, &sent);
+    if (pv->ops->sign && (error = pv->ops->sign(ic, a.pool, key, &sent))) {
+        apr_pool_destroy(a.pool);
+        return unusable_key(ic, i, error);
+    }
     memset(&req, 0, sizeof(req));
     req.method = sent.method;
     req.url = sent.url;
@@ -393,24 +452,28 @@ static attempt_result_e attempt(aib_interception_t *ic, const aib_outgoing_t *ou
         && a.framing->finish(a.events) == AIB_FRAMING_MALFORMED)
         a.malformed = a.framing->error(a.events);
     /* The stream ended or broke before its first event was whole. */
-    if (a.inspecting && !a.event_fault && !a.client_gone && result != AIB_XFER_STOPPED)
+    if (a.inspecting && !a.event_fault && !a.client_gone && result != AIB_XFER_STOPPED
+        && !a.malformed)
         release(&a);
 
-    if (a.event_fault && !a.client_gone) {
-        next = take_failover(&a, i, a.event_fault,
-                             apr_psprintf(ic->pool, "answered %d with an error event", a.status));
-    }
-    /* Not the key's fault: the client is told in SSE, nothing is marked. */
-    else if (a.malformed && !a.client_gone) {
+    /* The upstream's bytes, not the key: the client is told in SSE, nothing
+     * is marked; a broken tail after the final event is only logged. */
+    if (a.malformed && !a.client_gone) {
         logf_(ic, AIB_LOG_ERROR, "provider '%s': %s malformed stream: %s", pv->name, req.url,
               a.malformed);
         if (!a.complete) {
-            if (!a.committed)
+            if (!a.committed) {
+                a.inspecting = 0;
                 commit(&a);
+            }
             fail_committed(&a, AIB_ERROR_UPSTREAM,
                            apr_psprintf(ic->pool, "upstream stream malformed: %s", a.malformed));
             ic->outcome = AIB_OUTCOME_TRANSPORT_ERROR;
         }
+    }
+    else if (a.event_fault && !a.client_gone) {
+        next = take_failover(&a, i, a.event_fault,
+                             apr_psprintf(ic->pool, "answered %d with an error event", a.status));
     }
     else if (a.client_gone || result == AIB_XFER_STOPPED) {
         logf_(ic, AIB_LOG_INFO, "provider '%s': client went away, upstream transfer ended",
@@ -420,8 +483,7 @@ static attempt_result_e attempt(aib_interception_t *ic, const aib_outgoing_t *ou
             ic->status = 499;
     }
     else if (a.fail_over) {
-        next = take_failover(&a, i, pv->ops->classify(a.status, a.held, a.held_len),
-                             apr_psprintf(ic->pool, "answered %d", a.status));
+        next = take_failover(&a, i, classify(&a), apr_psprintf(ic->pool, "answered %d", a.status));
     }
     /* A stream cut after its final event was whole: no error after it. */
     else if (result != AIB_XFER_OK && !(a.event_stream && a.complete)) {
@@ -509,6 +571,21 @@ static int prepare(aib_interception_t *ic, aib_outgoing_t *out)
     return 0;
 }
 
+/* Whether the provider answered the request itself. */
+static int answer(aib_interception_t *ic)
+{
+    apr_table_t *headers;
+    const char *body;
+
+    if (!ic->provider->ops->answer || !(ic->status = ic->provider->ops->answer(ic, &body)))
+        return 0;
+    headers = apr_table_make(ic->pool, 1);
+    apr_table_setn(headers, "Content-Type", "application/json");
+    ic->sink->start(ic->sink->ctx, ic->status, headers);
+    ic->sink->write(ic->sink->ctx, body, strlen(body), 0);
+    return 1;
+}
+
 void aib_bridge_run(aib_interception_t *ic)
 {
     const aib_provider_t *pv = ic->provider;
@@ -519,7 +596,7 @@ void aib_bridge_run(aib_interception_t *ic)
     if (!ic->tried)
         aib_interception_init(ic, ic->pool);
     ic->outcome = AIB_OUTCOME_OK;
-    if (!prepare(ic, &out))
+    if (answer(ic) || !prepare(ic, &out))
         return;
     if (ic->client_key) {
         attempt(ic, &out, ic->client_key, -1);

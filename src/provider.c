@@ -5,7 +5,7 @@
 
 /* Every provider type: the one entry a new provider adds. */
 static const aib_provider_ops_t *const providers[] = {
-    &aib_provider_openai, &aib_provider_anthropic, &aib_provider_azure
+    &aib_provider_openai, &aib_provider_anthropic, &aib_provider_azure, &aib_provider_bedrock
 };
 
 #define PROVIDER_COUNT (sizeof(providers) / sizeof(providers[0]))

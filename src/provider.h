@@ -114,9 +114,23 @@ typedef struct aib_provider_ops {
     const char *(*prepare)(const struct aib_interception *ic, aib_outgoing_t *req);
     /* Each attempt, once `key` and the defaults are set: adds headers
      * computed over the final method, URL, headers and body (a signature),
-     * allocated from `p`. */
-    void (*sign)(const struct aib_interception *ic, apr_pool_t *p, const char *key,
-                 const aib_outgoing_t *req);
+     * allocated from `p`, and may move the URL to the key's own host.
+     * Returns NULL, or why `key` cannot be used: it is then disabled. */
+    const char *(*sign)(const struct aib_interception *ic, apr_pool_t *p, const char *key,
+                        aib_outgoing_t *req);
+    /* Replaces classify for a provider that names its faults in a header,
+     * never by status alone: every 4xx/5xx answer to a pool key is held
+     * back and classified here, and *relay set to the body the client gets
+     * when it is no key's fault. */
+    aib_fault_e (*classify_answer)(apr_pool_t *p, int status, const apr_table_t *headers,
+                                   const char *body, apr_size_t len, const char **relay);
+    /* Answers a request without going upstream (a list the module knows):
+     * the status, with *body (JSON), or 0 to go upstream. */
+    int (*answer)(const struct aib_interception *ic, const char **body);
+    /* The provider says nothing of when a rate limit ends: a key limited
+     * again soon after its cooldown cools down twice as long, up to
+     * max-cooldown=. */
+    int cooldown_grows;
     /* How the upstream frames its streams, when not as SSE (NULL). */
     const aib_stream_framing_t *stream_framing;
 } aib_provider_ops_t;
@@ -124,11 +138,12 @@ typedef struct aib_provider_ops {
 extern const aib_provider_ops_t aib_provider_openai;
 extern const aib_provider_ops_t aib_provider_anthropic;
 extern const aib_provider_ops_t aib_provider_azure;
+extern const aib_provider_ops_t aib_provider_bedrock;
 
-/* The ops for a type name ("openai", "anthropic", "azure"), or NULL. */
+/* The ops for a type name ("openai", "anthropic", "azure", "bedrock"), or NULL. */
 const aib_provider_ops_t *aib_provider_ops_find(const char *type);
 
-/* The known type names, "openai, anthropic, azure", for messages. */
+/* The known type names, "openai, anthropic, azure, bedrock", for messages. */
 const char *aib_provider_types(apr_pool_t *p);
 
 /* Every provider's reset headers, NULL-terminated, in the order of the

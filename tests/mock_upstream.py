@@ -40,6 +40,7 @@ from typing import Callable, Optional
 from urllib.parse import urlsplit
 
 import mock_azure
+import mock_bedrock  # Bedrock's routes (tests/mock_bedrock.py)
 
 OPENAI = "openai"
 ANTHROPIC = "anthropic"
@@ -61,7 +62,7 @@ FILLER_PIECE_BYTES = 64 * 1024  # generation step for body_bytes JSON
 SPEC_FIELDS = {
     "status", "headers", "body", "delay_ms", "stream", "events",
     "event_delay_ms", "drop", "drop_after", "silence_after_headers_ms",
-    "http10", "body_bytes", "chunk_size", "chunk_delay_ms",
+    "http10", "body_bytes", "chunk_size", "chunk_delay_ms", "bedrock",
 }
 INTEGER_FIELDS = {"status", "drop_after", "body_bytes", "chunk_size"}
 DELAY_FIELDS = {"delay_ms", "event_delay_ms", "silence_after_headers_ms", "chunk_delay_ms"}
@@ -661,6 +662,9 @@ class Handler(BaseHTTPRequestHandler):
         raw = self.read_body()
         if url.path.startswith("/_mock/"):
             self.control(url.path, raw)
+            return
+        if mock_bedrock.serves(url.path):
+            mock_bedrock.serve(self, self.path, raw, sys.modules[__name__])
             return
         route, params = resolve(self.command, url.path)
         azure = route.provider == mock_azure.AZURE

@@ -382,4 +382,4 @@ def test_unknown_type_lists_azure(httpd, mock):
     httpd.write_config(bridge_config(mock.url, providers=["x gemini pool=main"]))
     code, output = httpd.check()
     assert code != 0
-    assert "unknown provider type 'gemini' (openai, anthropic, azure)" in output, output
+    assert "unknown provider type 'gemini' (openai, anthropic, azure, bedrock)" in output, output

@@ -2399,8 +2399,8 @@ static const char *toy_signature(const char *method, const char *url, const char
     return apr_psprintf(pool, "%08x", h);
 }
 
-static void sign_request(const aib_interception_t *ic, apr_pool_t *p, const char *key,
-                         const aib_outgoing_t *req)
+static const char *sign_request(const aib_interception_t *ic, apr_pool_t *p, const char *key,
+                                aib_outgoing_t *req)
 {
     (void)ic;
     (void)key;
@@ -2408,6 +2408,7 @@ static void sign_request(const aib_interception_t *ic, apr_pool_t *p, const char
                    apr_pstrdup(p, toy_signature(req->method, req->url,
                                                 apr_table_get(req->headers, "Authorization"),
                                                 req->body, req->body_len)));
+    return NULL;
 }
 
 static void assert_signed(int n)

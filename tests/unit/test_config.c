@@ -366,8 +366,8 @@ static void test_provider_table(void **state)
     assert_ptr_equal(aib_provider_ops_find("anthropic"), &aib_provider_anthropic);
     assert_ptr_equal(aib_provider_ops_find("azure"), &aib_provider_azure);
     assert_null(aib_provider_ops_find("gemini"));
-    assert_string_equal(aib_provider_types(pool), "openai, anthropic, azure");
-    PARSE_ERR("unknown provider type 'gemini' (openai, anthropic, azure)", "p", "gemini",
+    assert_string_equal(aib_provider_types(pool), "openai, anthropic, azure, bedrock");
+    PARSE_ERR("unknown provider type 'gemini' (openai, anthropic, azure, bedrock)", "p", "gemini",
               "pool=x");
     /* The formats a provider lists are those its route() gives. */
     for (i = 0; i < sizeof(bridged) / sizeof(bridged[0]); i++) {

@@ -1,0 +1,461 @@
+/* Amazon Bedrock: clients speak Anthropic Messages, the module calls
+ * InvokeModel / InvokeModelWithResponseStream with the model in the path,
+ * signs each attempt with SigV4 (or a Bedrock API key), reads faults from
+ * x-amzn-ErrorType and decodes the AWS event stream (eventstream.h). */
+#include <stdio.h>
+#include <string.h>
+#include <apr_strings.h>
+
+#include "bridge.h"
+#include "eventstream.h"
+#include "format.h"
+#include "sigv4.h"
+
+#define BEDROCK_VERSION "bedrock-2023-05-31"
+#define BEARER_PREFIX "bearer:"
+
+/* The Messages fields Bedrock rejects as unknown: dropped from the body. */
+static const char *const dropped_fields[] = { "metadata", "service_tier", "container", NULL };
+
+/* Anthropic's routes, its models list answered by the module from the map
+ * (bedrock_answer), but count_tokens: Bedrock's CountTokens takes and
+ * answers other shapes (README), so it is not served, a 404. */
+static void bedrock_route(const char *method, const char *path, aib_route_t *out)
+{
+    aib_provider_anthropic.route(method, path, out);
+    if (!strcmp(path, "/v1/messages/count_tokens"))
+        memset(out, 0, sizeof(*out));
+}
+
+/* The credential goes in sign(), which knows the entry's kind and region;
+ * here only what the client sent is taken out. */
+static void bedrock_set_key(apr_pool_t *p, apr_table_t *headers, const char *key)
+{
+    (void)p;
+    (void)key;
+    apr_table_unset(headers, "Authorization");
+    apr_table_unset(headers, "x-api-key");
+}
+
+/* BYOK: the client's own entry, in the pool's syntax, where Anthropic's
+ * clients send their key. */
+static const char *bedrock_client_key(const apr_table_t *headers)
+{
+    return aib_provider_anthropic.client_key(headers);
+}
+
+static const char *anthropic_type(aib_error_kind_e kind)
+{
+    return aib_provider_anthropic.error_code(kind);
+}
+
+static const char *bedrock_error_body(apr_pool_t *p, aib_error_kind_e kind, const char *message)
+{
+    return aib_provider_anthropic.error_body(p, kind, message);
+}
+
+/* Bedrock's exceptions: which are a credential's fault, and the Anthropic
+ * error type a client is shown for each. */
+typedef struct {
+    const char *name;
+    aib_fault_e fault;
+    const char *anthropic_type;
+} aws_error_t;
+
+static const aws_error_t aws_errors[] = {
+    { "ThrottlingException", AIB_FAULT_RATE_LIMITED, "rate_limit_error" },
+    { "ServiceQuotaExceededException", AIB_FAULT_QUOTA, "rate_limit_error" },
+    { "AccessDeniedException", AIB_FAULT_FORBIDDEN, "permission_error" },
+    { "UnrecognizedClientException", AIB_FAULT_FORBIDDEN, "authentication_error" },
+    { "InvalidSignatureException", AIB_FAULT_FORBIDDEN, "authentication_error" },
+    { "ExpiredTokenException", AIB_FAULT_FORBIDDEN, "authentication_error" },
+    { "ModelNotReadyException", AIB_FAULT_NONE, "overloaded_error" },
+    { "ServiceUnavailableException", AIB_FAULT_NONE, "overloaded_error" },
+    { "ModelTimeoutException", AIB_FAULT_NONE, "timeout_error" },
+    { "ModelErrorException", AIB_FAULT_NONE, "api_error" },
+    { "ValidationException", AIB_FAULT_NONE, "invalid_request_error" },
+    { "ResourceNotFoundException", AIB_FAULT_NONE, "not_found_error" },
+};
+
+/* An exception by name, its case ignored: streams say "throttlingException",
+ * headers "ThrottlingException". NULL: unknown. */
+static const aws_error_t *aws_error_find(const char *name, apr_size_t len)
+{
+    size_t i;
+
+    for (i = 0; name && i < sizeof(aws_errors) / sizeof(aws_errors[0]); i++)
+        if (strlen(aws_errors[i].name) == len && !strncasecmp(aws_errors[i].name, name, len))
+            return &aws_errors[i];
+    return NULL;
+}
+
+/* The exception's name: x-amzn-ErrorType ("Name:http://..."), else the
+ * body's __type ("com.amazon...#Name"). Sets *len; NULL when neither. */
+static const char *aws_error_name(const apr_table_t *headers, json_object *body, apr_size_t *len)
+{
+    const char *name = headers ? apr_table_get(headers, "x-amzn-ErrorType") : NULL;
+    const char *hash;
+
+    if (!name || !*name) {
+        name = aib_json_string(body, "__type");
+        if (name && (hash = strrchr(name, '#')))
+            name = hash + 1;
+    }
+    if (name)
+        *len = strcspn(name, ":");
+    return name;
+}
+
+static aib_fault_e bedrock_classify(apr_pool_t *p, int status, const apr_table_t *headers,
+                                   const char *body, apr_size_t len, const char **relay)
+{
+    json_object *obj = aib_json_parse_object(body, len);
+    apr_size_t name_len = 0;
+    const char *name = aws_error_name(headers, obj, &name_len);
+    const aws_error_t *known = aws_error_find(name, name_len);
+    const char *message = aib_json_string(obj, "message");
+    const char *type = known ? known->anthropic_type : status >= 500 ? "api_error"
+                                                                     : "invalid_request_error";
+
+    if (!message)
+        message = aib_json_string(obj, "Message");
+    if (!message)
+        message = name ? apr_pstrmemdup(p, name, name_len)
+                       : apr_psprintf(p, "Bedrock answered %d", status);
+    *relay = apr_psprintf(p, "{\"type\":\"error\",\"error\":{\"type\":\"%s\",\"message\":%s}}",
+                          type, aib_json_quote(p, message));
+    json_object_put(obj);
+    return known ? known->fault : AIB_FAULT_NONE;
+}
+
+/* The decoder's error events carry the AWS name (eventstream.h). */
+static aib_fault_e bedrock_stream_fault(const char *event, const char *data, apr_size_t len)
+{
+    json_object *obj, *error;
+    const char *name;
+    const aws_error_t *known;
+
+    if (!event || strcmp(event, "error"))
+        return AIB_FAULT_NONE;
+    obj = aib_json_parse_object(data, len);
+    error = aib_json_member(obj, "error", json_type_object);
+    name = aib_json_string(error, "aws_exception");
+    known = aws_error_find(name, name ? strlen(name) : 0);
+    json_object_put(obj);
+    return known ? known->fault : AIB_FAULT_NONE;
+}
+
+/* Options: region=, model-map= (repeatable, or file:), default-model=. */
+
+typedef struct {
+    const char *client;   /* the model a client names */
+    const char *id;       /* Bedrock model id or inference profile */
+} model_entry_t;
+
+typedef struct {
+    const char *region;
+    int regional;         /* no base URL given: each credential's region picks the host */
+    apr_array_header_t *models;   /* model_entry_t, in configured order */
+    const char *default_model;    /* for a model the map lacks, NULL: 400 */
+} bedrock_conf_t;
+
+static bedrock_conf_t *conf_of(struct aib_provider *pv, apr_pool_t *p)
+{
+    bedrock_conf_t *conf = pv->type_conf;
+
+    if (!conf) {
+        conf = pv->type_conf = apr_pcalloc(p, sizeof(*conf));
+        conf->models = apr_array_make(p, 4, sizeof(model_entry_t));
+    }
+    return conf;
+}
+
+static int is_region(const char *s)
+{
+    return *s && strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789-") == strlen(s);
+}
+
+/* One "<client>=<id>" entry. */
+static const char *add_mapping(apr_pool_t *p, bedrock_conf_t *conf, const char *entry)
+{
+    const char *eq = strchr(entry, '=');
+    model_entry_t *m;
+
+    if (!eq || eq == entry || !eq[1])
+        return apr_psprintf(p, "model-map entry '%s' is not <client model>=<bedrock model id>",
+                            entry);
+    m = apr_array_push(conf->models);
+    m->client = apr_pstrmemdup(p, entry, (apr_size_t)(eq - entry));
+    m->id = apr_pstrdup(p, eq + 1);
+    return NULL;
+}
+
+/* A model-map file: one <client>=<id> a line, blank lines and #comments skipped. */
+static const char *add_mapping_file(apr_pool_t *p, bedrock_conf_t *conf, const char *path)
+{
+    char line[1024];
+    const char *err = NULL;
+    FILE *f = fopen(path, "r");
+
+    if (!f)
+        return apr_psprintf(p, "model-map=file:%s: cannot be read", path);
+    while (!err && fgets(line, sizeof(line), f)) {
+        char *s = line + strspn(line, " \t"), *end = s + strcspn(s, "\r\n");
+        while (end > s && (end[-1] == ' ' || end[-1] == '\t'))
+            end--;
+        *end = '\0';
+        if (*s && *s != '#')
+            err = add_mapping(p, conf, s);
+    }
+    fclose(f);
+    return err ? apr_psprintf(p, "model-map=file:%s: %s", path, err) : NULL;
+}
+
+static const char *bedrock_option(apr_pool_t *p, struct aib_provider *pv, const char *key,
+                                  const char *value)
+{
+    bedrock_conf_t *conf = conf_of(pv, p);
+
+    if (!strcmp(key, "region")) {
+        if (!is_region(value))
+            return apr_psprintf(p, "region=%s: letters, digits and '-' only", value);
+        conf->region = apr_pstrdup(p, value);
+        return NULL;
+    }
+    if (!strcmp(key, "model-map"))
+        return strncmp(value, "file:", 5) ? add_mapping(p, conf, value)
+                                          : add_mapping_file(p, conf, value + 5);
+    if (!strcmp(key, "default-model")) {
+        if (!*value)
+            return "default-model= is empty";
+        conf->default_model = apr_pstrdup(p, value);
+        return NULL;
+    }
+    return aib_option_unknown;
+}
+
+static const char *regional_base_url(apr_pool_t *p, const char *region)
+{
+    return apr_psprintf(p, "https://bedrock-runtime.%s.amazonaws.com", region);
+}
+
+static const char *bedrock_options_done(apr_pool_t *p, struct aib_provider *pv)
+{
+    bedrock_conf_t *conf = conf_of(pv, p);
+
+    if (!conf->region)
+        return "a bedrock provider needs region=";
+    if (!conf->models->nelts && !conf->default_model)
+        return "a bedrock provider needs model-map= or default-model=";
+    /* The type's default is a placeholder: with no base URL given, the
+     * host follows the region (of each credential, see sign). */
+    if (pv->base_url == pv->ops->default_base_url) {
+        conf->regional = 1;
+        pv->base_url = regional_base_url(p, conf->region);
+    }
+    return NULL;
+}
+
+/* The Bedrock id for the model a client names: the map's, else the default,
+ * NULL when neither. */
+static const char *model_id(const struct aib_provider *pv, const char *model)
+{
+    const bedrock_conf_t *conf = pv->type_conf;
+    int i;
+
+    for (i = 0; model && i < conf->models->nelts; i++) {
+        const model_entry_t *m = &APR_ARRAY_IDX(conf->models, i, model_entry_t);
+        if (!strcmp(m->client, model))
+            return m->id;
+    }
+    return conf->default_model;
+}
+
+/* A path segment escaped as AWS's clients do: unreserved characters kept,
+ * everything else (':' and '/' of ids and ARNs among them) as %XX. */
+static const char *escape_segment(apr_pool_t *p, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    char *out = apr_palloc(p, strlen(s) * 3 + 1), *o = out;
+
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
+            || c == '-' || c == '_' || c == '.' || c == '~')
+            *o++ = (char)c;
+        else {
+            *o++ = '%';
+            *o++ = hex[c >> 4];
+            *o++ = hex[c & 15];
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
+/* The anthropic-beta header ("a,b") as the body's anthropic_beta array. */
+static void move_betas(json_object *body, apr_table_t *headers)
+{
+    const char *betas = apr_table_get(headers, "anthropic-beta");
+    json_object *array;
+    char *list, *state, *beta;
+
+    if (!betas)
+        return;
+    array = json_object_new_array();
+    list = apr_pstrdup(apr_table_elts(headers)->pool, betas);
+    for (beta = apr_strtok(list, ", \t", &state); beta; beta = apr_strtok(NULL, ", \t", &state))
+        json_object_array_add(array, json_object_new_string(beta));
+    json_object_object_add(body, "anthropic_beta", array);
+    apr_table_unset(headers, "anthropic-beta");
+}
+
+/* The body rewrite Anthropic's own Bedrock client makes, and the URL. */
+static const char *bedrock_prepare(const aib_interception_t *ic, aib_outgoing_t *req)
+{
+    apr_pool_t *p = ic->pool;
+    const struct aib_provider *pv = ic->provider;
+    const char *model = ic->model, *id = model_id(pv, model);
+    int stream = ic->stream;
+    json_object *body;
+    int i;
+
+    if (!id)
+        return apr_psprintf(p, "model '%s' is not offered by provider '%s' (no model-map= "
+                            "entry and no default-model=)", model ? model : "", pv->name);
+    body = aib_json_parse_object(req->body, req->body_len);
+    if (!body)
+        return "the request body is not a JSON object";
+    json_object_object_del(body, "model");
+    json_object_object_del(body, "stream");
+    for (i = 0; dropped_fields[i]; i++)
+        json_object_object_del(body, dropped_fields[i]);
+    json_object_object_add(body, "anthropic_version", json_object_new_string(BEDROCK_VERSION));
+    move_betas(body, req->headers);
+    req->body = aib_json_text(p, body);
+    json_object_put(body);
+    if (!req->body)
+        return "the request body cannot be rewritten";
+    req->body_len = strlen(req->body);
+    apr_table_unset(req->headers, "anthropic-version");
+    apr_table_setn(req->headers, "Content-Type", "application/json");
+    apr_table_setn(req->headers, "Accept", stream ? "application/vnd.amazon.eventstream"
+                                                  : "application/json");
+    req->url = apr_pstrcat(p, pv->base_url, "/model/", escape_segment(p, id),
+                           stream ? "/invoke-with-response-stream" : "/invoke", NULL);
+    return NULL;
+}
+
+/* Per attempt: the entry's region may move the request to its own host,
+ * then the credential is added (a SigV4 signature or a bearer key). */
+static const char *bedrock_sign(const aib_interception_t *ic, apr_pool_t *p, const char *key,
+                                aib_outgoing_t *req)
+{
+    const struct aib_provider *pv = ic->provider;
+    const bedrock_conf_t *conf = pv->type_conf;
+    aib_aws_credentials_t creds;
+    const char *region = NULL, *bearer = NULL, *err = NULL;
+
+    if (!strncmp(key, BEARER_PREFIX, sizeof(BEARER_PREFIX) - 1)) {
+        const char *at = strrchr(key, '@');
+        bearer = key + sizeof(BEARER_PREFIX) - 1;
+        if (at && is_region(at + 1)) {
+            bearer = apr_pstrmemdup(p, bearer, (apr_size_t)(at - bearer));
+            region = at + 1;
+        }
+    }
+    else if ((err = aib_aws_credentials_parse(p, key, &creds, &region)))
+        return err;
+    if (!region)
+        region = conf->region;
+    else if (conf->regional && strcmp(region, conf->region))
+        req->url = apr_pstrcat(p, regional_base_url(p, region),
+                               req->url + strlen(pv->base_url), NULL);
+    if (bearer) {
+        apr_table_setn(req->headers, "Authorization", apr_pstrcat(p, "Bearer ", bearer, NULL));
+        return NULL;
+    }
+    return aib_sigv4_sign(p, req->method, req->url, req->headers, req->body, req->body_len,
+                          &creds, region, "bedrock", ic->now_ms());
+}
+
+/* The models of the map in Anthropic's list shape, or the one named
+ * `only` (NULL when the map lacks it). */
+static const char *models_answer(apr_pool_t *p, const struct aib_provider *pv, const char *only)
+{
+    const bedrock_conf_t *conf = pv->type_conf;
+    json_object *list = json_object_new_array(), *answer;
+    const char *text, *first = NULL, *last = NULL;
+    int i;
+
+    for (i = 0; i < conf->models->nelts; i++) {
+        const model_entry_t *m = &APR_ARRAY_IDX(conf->models, i, model_entry_t);
+        json_object *model;
+        if (only && strcmp(only, m->client))
+            continue;
+        model = json_object_new_object();
+        aib_json_set_string(model, "type", "model");
+        aib_json_set_string(model, "id", m->client);
+        aib_json_set_string(model, "display_name", m->client);
+        aib_json_set_string(model, "created_at", "1970-01-01T00:00:00Z");
+        if (only) {
+            json_object_put(list);
+            text = aib_json_text(p, model);
+            json_object_put(model);
+            return text;
+        }
+        json_object_array_add(list, model);
+        first = first ? first : m->client;
+        last = m->client;
+    }
+    if (only) {
+        json_object_put(list);
+        return NULL;
+    }
+    answer = json_object_new_object();
+    json_object_object_add(answer, "data", list);
+    json_object_object_add(answer, "has_more", json_object_new_boolean(0));
+    json_object_object_add(answer, "first_id", first ? json_object_new_string(first) : NULL);
+    json_object_object_add(answer, "last_id", last ? json_object_new_string(last) : NULL);
+    text = aib_json_text(p, answer);
+    json_object_put(answer);
+    return text;
+}
+
+static int bedrock_answer(const aib_interception_t *ic, const char **body)
+{
+    const char *path = ic->url + strlen(ic->provider->base_url);
+    const char *only = !strncmp(path, "/v1/models/", 11)
+                       ? apr_pstrmemdup(ic->pool, path + 11, strcspn(path + 11, "?")) : NULL;
+
+    if (ic->route.kind != AIB_ROUTE_PASSTHROUGH)
+        return 0;
+    *body = models_answer(ic->pool, ic->provider, only);
+    if (*body)
+        return 200;
+    *body = bedrock_error_body(ic->pool, AIB_ERROR_NOT_FOUND,
+                               apr_psprintf(ic->pool, "model '%s' not found", only));
+    return 404;
+}
+
+static const aib_format_t *const bedrock_formats[] = { &aib_format_messages, NULL };
+
+const aib_provider_ops_t aib_provider_bedrock = {
+    .type = "bedrock",
+    .default_base_url = "https://bedrock-runtime.<region>.amazonaws.com",
+    .route = bedrock_route,
+    .set_key = bedrock_set_key,
+    .client_key = bedrock_client_key,
+    .error_body = bedrock_error_body,
+    .error_code = anthropic_type,
+    .classify_answer = bedrock_classify,
+    .cooldown_grows = 1,
+    .stream_fault = bedrock_stream_fault,
+    .formats = bedrock_formats,
+    .option = bedrock_option,
+    .options_done = bedrock_options_done,
+    .prepare = bedrock_prepare,
+    .sign = bedrock_sign,
+    .answer = bedrock_answer,
+    .stream_framing = &aib_eventstream_framing,
+};
