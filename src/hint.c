@@ -6,7 +6,10 @@
 
 const char *aib_key_hint(apr_pool_t *pool, const char *key)
 {
-    size_t len = strlen(key);
+    /* Credentials with parts ("AKID:SECRET[:TOKEN][@region]") are named by
+     * their first part only, never by a secret's, token's or region's end;
+     * a "bearer:<token>[@region]" by its token's ends. */
+    size_t len = strcspn(key, strncmp(key, "bearer:", 7) ? ":@" : "@");
     size_t shown;
 
     if (len >= 20)
@@ -17,7 +20,7 @@ const char *aib_key_hint(apr_pool_t *pool, const char *key)
         shown = 1;
     else
         return "...";
-    return apr_psprintf(pool, "%.*s...%s", (int)shown, key, key + len - shown);
+    return apr_psprintf(pool, "%.*s...%.*s", (int)shown, key, (int)shown, key + len - shown);
 }
 
 const char *aib_arg_hint(apr_pool_t *pool, const char *arg)

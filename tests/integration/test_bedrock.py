@@ -113,6 +113,8 @@ def test_metrics_show_the_provider(start, mock):
     assert m.value("aibridge_failover_attempts_sum", **br) == 2
     hints = {ls["key"] for ls in m.labels("aibridge_key_state") if ls["provider"] == "br"}
     assert len(hints) == 3 and f"secret-{AKID_A}" not in str(hints)
+    # A credential is named by its access key id's ends, never the secret's.
+    assert f"{AKID_A[:4]}...{AKID_A[-4:]}" in hints
     tokens = {dict(ls)["type"]: v for (n, ls), v in m.samples.items()
               if n == "aibridge_tokens_total" and dict(ls)["provider"] == "br" and v}
     assert tokens == {"input": 21, "output": 9, "cache_read": 5, "cache_write": 7}

@@ -68,6 +68,23 @@ static void test_hint_long_key(void **state)
     assert_string_equal(aib_key_hint(pool, key), "sk-p...wxyz");
 }
 
+/* An AWS credential is named by its access key id alone: no end of the
+ * secret, the session token or the region shows; a bearer entry by its
+ * token's ends. */
+static void test_hint_credential_with_parts(void **state)
+{
+    (void)state;
+    assert_string_equal(aib_key_hint(pool, "AKIAIOSFODNN7EXAMPLE:wJalrXUtnFEMI/K7MDENG/bPxRfiCY"),
+                        "AKIA...MPLE");
+    assert_string_equal(aib_key_hint(pool, "AKIAIOSFODNN7EXAMPLE:secretsecretsecret:"
+                                           "FwoGZXIvYXdzEBYaDtokentokentoken@eu-west-1"),
+                        "AKIA...MPLE");
+    assert_string_equal(aib_key_hint(pool, "bearer:ABSKQmVkcm9ja0FQSUtleS1hYmNk@us-west-2"),
+                        "bear...YmNk");
+    assert_string_equal(aib_key_hint(pool, "bearer:eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.x.sig42"),
+                        "bear...ig42");
+}
+
 static void test_hint_never_contains_key(void **state)
 {
     size_t len;
@@ -147,6 +164,7 @@ int main(void)
         cmocka_unit_test_teardown(test_hint_below_five_shows_nothing, aib_clear_pool),
         cmocka_unit_test_teardown(test_hint_boundaries, aib_clear_pool),
         cmocka_unit_test_teardown(test_hint_long_key, aib_clear_pool),
+        cmocka_unit_test_teardown(test_hint_credential_with_parts, aib_clear_pool),
         cmocka_unit_test_teardown(test_hint_never_contains_key, aib_clear_pool),
         cmocka_unit_test_teardown(test_arg_hint, aib_clear_pool),
         cmocka_unit_test(test_fingerprint_known_value),
