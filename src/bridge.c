@@ -1,4 +1,3 @@
-#include <stdlib.h>
 #include <string.h>
 #include <apr_strings.h>
 
@@ -36,7 +35,7 @@ typedef struct {
     int complete;             /* the stream's final event was seen */
     const char *malformed;    /* why the framing could not decode the stream */
     int client_gone;
-    int64_t sequence;         /* last Responses sequence_number */
+    int64_t sequence;         /* the last event's number, when the format numbers them */
     const aib_stream_framing_t *framing;  /* how the upstream frames its events */
     void *events;             /* the framing's decoder, for a stream */
     int reframe;              /* the framing is not SSE: the client gets SSE */
@@ -127,7 +126,6 @@ static int on_event(void *ctx, const char *event, const char *data, apr_size_t l
 {
     attempt_t *a = ctx;
     const aib_provider_ops_t *ops = a->ic->provider->ops;
-    const char *seq;
 
     if (a->inspecting && !a->first_event_seen) {
         aib_fault_e fault = ops->stream_fault(event, data, len);
@@ -140,9 +138,8 @@ static int on_event(void *ctx, const char *event, const char *data, apr_size_t l
     }
     if (aib_route_stream_complete(&a->ic->route, ops, event, data))
         a->complete = 1;
-    seq = strstr(data, "\"sequence_number\":");
-    if (seq)
-        a->sequence = strtoll(seq + 18, NULL, 10);
+    if (a->ic->route.format && a->ic->route.format->event_sequence)
+        a->ic->route.format->event_sequence(data, &a->sequence);
     aib_usage_from_event(&a->ic->usage, a->ic->pool, a->ic->route.format, event, data, len);
     return a->rewrite ? emit(a, event, data, len) : 0;
 }

@@ -86,6 +86,10 @@ struct aib_format {
                                 aib_error_kind_e kind, const char *message, int64_t sequence);
     /* The frame that keeps a client's stream alive while tools run. */
     const char *keepalive;
+    /* Sets *sequence to the number an event carries for ordering, which an
+     * error frame continues (Responses' sequence_number): 1 when it has
+     * one. NULL: the format numbers no events. */
+    int (*event_sequence)(const char *data, int64_t *sequence);
 
     /* ---- Tools of a blocking exchange (agent_body.c) ---- */
     /* Whether the request's tool_choice forbids tools (*none), or why it

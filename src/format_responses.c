@@ -9,6 +9,7 @@
  *   every event are renumbered to run on across iterations; the final
  *   response.completed carries the first response's id and, in `output`,
  *   the relayed items of every iteration. */
+#include <stdlib.h>
 #include <string.h>
 
 #include <json.h>
@@ -430,6 +431,17 @@ static void responses_filter_tool_turn_end(aib_agent_stream_t *s)
     }
 }
 
+/* A scan, not a parse: it runs on every event of a stream. */
+static int responses_event_sequence(const char *data, int64_t *sequence)
+{
+    const char *seq = strstr(data, "\"sequence_number\":");
+
+    if (!seq)
+        return 0;
+    *sequence = strtoll(seq + 18, NULL, 10);
+    return 1;
+}
+
 const aib_format_t aib_format_responses = {
     .name = "responses",
     .usage_fields = usage_fields,
@@ -441,6 +453,7 @@ const aib_format_t aib_format_responses = {
     .stream_complete = responses_stream_complete,
     .stream_error = responses_stream_error,
     .keepalive = ": keep-alive\n\n",
+    .event_sequence = responses_event_sequence,
     .tool_choice_none = responses_tool_choice_none,
     .tool_entry = responses_tool_entry,
     .client_tool_name = responses_client_tool_name,
