@@ -2799,25 +2799,23 @@ static int wrap_answer(const aib_interception_t *ic, apr_pool_t *p, int status,
 
 static void test_rewrite_answer_of_a_flagged_request(void **state)
 {
-    aib_keypool_t *kp = keypool("a", "b", NULL);
-    aib_provider_t *pv = OPENAI(kp);
-    aib_provider_ops_t *ops = hooks_of(pv);
-    aib_interception_t *ic;
     /* A failover answer is the bridge's, not rewritten; the answer that
-     * reaches the client is, though it came in pieces. */
+     * reaches the client is, though it came in pieces, and so is an error
+     * that is no key's fault. */
     const step_t steps[] = {
         { 429, { JSON_HEADERS, NULL }, { RATE_LIMIT_BODY, NULL }, AIB_XFER_OK, NULL },
         { 200, { JSON_HEADERS, NULL }, { "{\"inputTokens\"", ":7}", NULL }, AIB_XFER_OK, NULL },
-    };
-    const step_t refused[] = {
         { 400, { JSON_HEADERS, NULL }, { "{\"error\":1}", NULL }, AIB_XFER_OK, NULL },
     };
+    aib_keypool_t *kp = keypool("a", "b", NULL);
+    aib_provider_t *pv = OPENAI(kp);
+    aib_interception_t *ic;
 
     (void)state;
-    ops->prepare = flag_for_rewrite;
-    ops->rewrite_answer = wrap_answer;
+    hooks_of(pv)->prepare = flag_for_rewrite;
+    hooked_ops.rewrite_answer = wrap_answer;
     ic = interception(pv, CHAT, 0);
-    SCRIPT(steps);
+    script(steps, 2);
     aib_bridge_run(ic);
 
     assert_int_equal(transport.ncalls, 2);
@@ -2828,10 +2826,9 @@ static void test_rewrite_answer_of_a_flagged_request(void **state)
     assert_int_equal(ic->outcome, AIB_OUTCOME_OK);
     assert_counters(kp, 0, 1, 1, 0, 0);
 
-    /* An error that is no key's fault reaches the client rewritten too. */
     memset(&rec, 0, sizeof(rec));
     ic = interception(pv, CHAT, 0);
-    SCRIPT(refused);
+    script(&steps[2], 1);
     aib_bridge_run(ic);
     assert_int_equal(rec.status, 403);
     assert_string_equal(body_of(), "{\"upstream\":400,\"type\":\"application/json\","
@@ -2840,7 +2837,7 @@ static void test_rewrite_answer_of_a_flagged_request(void **state)
 
     /* A request prepare() did not flag goes as it came. */
     memset(&rec, 0, sizeof(rec));
-    ops->prepare = model_into_path;
+    hooked_ops.prepare = model_into_path;
     ic = interception(pv, CHAT, 0);
     ic->model = "gpt-4o-mini";
     script(&steps[1], 1);

@@ -540,6 +540,16 @@ static void test_rewrite_answer_count_tokens(void **state)
 
 /* ---- usage: Bedrock's own counts where Anthropic's usage lacks them ----- */
 
+static void assert_counts(const aib_usage_t *u, int64_t input, int64_t output,
+                          int64_t cache_read, int64_t cache_write)
+{
+    assert_true(u->seen);
+    assert_int_equal(u->input, input);
+    assert_int_equal(u->output, output);
+    assert_int_equal(u->cache_read, cache_read);
+    assert_int_equal(u->cache_write, cache_write);
+}
+
 static void test_usage_from_headers(void **state)
 {
     apr_table_t *headers = apr_table_make(pool, 4);
@@ -552,19 +562,14 @@ static void test_usage_from_headers(void **state)
     apr_table_setn(headers, "X-Amzn-Bedrock-Cache-Read-Input-Token-Count", "5");
     apr_table_setn(headers, "X-Amzn-Bedrock-Cache-Write-Input-Token-Count", "-7");
     ops->usage_from_headers(&u, headers);
-    assert_true(u.seen);
-    assert_int_equal(u.input, 21);
-    assert_int_equal(u.output, 9);
-    assert_int_equal(u.cache_read, 5);
-    assert_int_equal(u.cache_write, 0);
+    assert_counts(&u, 21, 9, 5, 0);
 
     /* The body's usage comes first: nothing counted twice. */
     aib_usage_init(&u, pool);
     u.seen = 1;
     u.input = 30;
     ops->usage_from_headers(&u, headers);
-    assert_int_equal(u.input, 30);
-    assert_int_equal(u.output, 9);
+    assert_counts(&u, 30, 9, 5, 0);
 
     /* None of them: usage stays unseen. */
     aib_usage_init(&u, pool);
@@ -592,11 +597,7 @@ static void test_usage_from_invocation_metrics(void **state)
     ops->usage_from_event(&u, "message_stop", bare, strlen(bare));
     assert_false(u.seen);
     ops->usage_from_event(&u, "message_stop", stop, strlen(stop));
-    assert_true(u.seen);
-    assert_int_equal(u.input, 21);
-    assert_int_equal(u.output, 9);
-    assert_int_equal(u.cache_read, 5);
-    assert_int_equal(u.cache_write, 7);
+    assert_counts(&u, 21, 9, 5, 7);
 
     /* message_start and message_delta's usage comes first. */
     aib_usage_init(&u, pool);
@@ -604,9 +605,7 @@ static void test_usage_from_invocation_metrics(void **state)
     u.input = 20;
     u.output = 8;
     ops->usage_from_event(&u, "message_stop", stop, strlen(stop));
-    assert_int_equal(u.input, 20);
-    assert_int_equal(u.output, 8);
-    assert_int_equal(u.cache_read, 5);
+    assert_counts(&u, 20, 8, 5, 7);
 }
 
 int main(void)
