@@ -244,6 +244,7 @@ def count_tokens(httpd, model, headers=None):
                          headers=headers, timeout=10)
 
 
+@pytest.mark.sanitize
 def test_count_tokens_through_count_tokens(start, mock):
     httpd = start()
     mock.script(AKID_A, {"status": 429})
@@ -260,6 +261,7 @@ def test_count_tokens_through_count_tokens(start, mock):
     assert_signed(mock)
 
 
+@pytest.mark.sanitize
 def test_count_tokens_model_that_cannot_count(start, mock):
     httpd = start()
     r = count_tokens(httpd, "fast")  # an inference profile: Bedrock cannot count
@@ -275,6 +277,7 @@ def test_count_tokens_model_that_cannot_count(start, mock):
     assert len(mock.requests()) == 2
 
 
+@pytest.mark.sanitize
 def test_usage_from_bedrock_counts_alone(start, mock):
     """Usage from invocationMetrics and the token-count headers, when the
     Anthropic events and body carry none."""
