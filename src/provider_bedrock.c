@@ -4,6 +4,7 @@
  * x-amzn-ErrorType and decodes the AWS event stream (eventstream.h). */
 #include <errno.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <apr_base64.h>
@@ -19,6 +20,7 @@
 #define COUNT_TOKENS_PATH "/v1/messages/count_tokens"
 /* What CountTokens says of a model it cannot count for. */
 #define NO_COUNTING "support counting tokens"
+#define VALIDATION "ValidationException"
 
 /* The Messages fields Bedrock rejects as unknown: dropped from the body. */
 static const char *const dropped_fields[] = { "metadata", "service_tier", "container", NULL };
@@ -334,11 +336,11 @@ static void add_max_tokens(json_object *body)
 {
     json_object *budget = aib_json_member(aib_json_member(body, "thinking", json_type_object),
                                           "budget_tokens", json_type_int);
+    int64_t n = budget ? json_object_get_int64(budget) : 0;
 
     if (!aib_json_member(body, "max_tokens", json_type_int))
         json_object_object_add(body, "max_tokens",
-                               json_object_new_int64(budget ? json_object_get_int64(budget) + 1
-                                                            : 1));
+                               json_object_new_int64(n < INT64_MAX ? n + 1 : n));
 }
 
 /* CountTokens takes the InvokeModel body base64-encoded. */
@@ -408,7 +410,7 @@ static int bedrock_rewrite_answer(const aib_interception_t *ic, apr_pool_t *p, i
     /* Relayed by bedrock_classify in Anthropic's shape, or as Bedrock sent it (BYOK). */
     json_object *relayed = aib_json_member(obj, "error", json_type_object);
     const char *message = aib_json_string(relayed ? relayed : obj, "message");
-    const char *error = headers ? apr_table_get(headers, "x-amzn-ErrorType") : NULL;
+    const char *error = apr_table_get(headers, "x-amzn-ErrorType");
     json_object *request;
     const char *model;
 
@@ -417,8 +419,8 @@ static int bedrock_rewrite_answer(const aib_interception_t *ic, apr_pool_t *p, i
                              json_object_get_int64(tokens));
         status = 200;
     }
-    else if (status == 400 && error && !strncmp(error, "ValidationException", 19) && message
-             && strstr(message, NO_COUNTING)) {
+    else if (status == 400 && error && !strncmp(error, VALIDATION, sizeof(VALIDATION) - 1)
+             && message && strstr(message, NO_COUNTING)) {
         request = aib_json_parse_object(ic->body, ic->body_len);
         model = aib_json_string(request, "model");
         *body = bedrock_error_body(p, AIB_ERROR_NOT_FOUND,
@@ -559,13 +561,12 @@ static void bedrock_usage_from_headers(aib_usage_t *u, const apr_table_t *header
 
     for (i = 0; i < BEDROCK_COUNTS; i++) {
         const char *value = apr_table_get(headers, bedrock_counts[i].header);
-        char *end;
         apr_int64_t n;
 
         if (!value || !*value || strspn(value, "0123456789") != strlen(value))
             continue;
         errno = 0;
-        n = apr_strtoi64(value, &end, 10);
+        n = apr_strtoi64(value, NULL, 10);
         if (errno != ERANGE)
             fill_count(u, i, n);
     }

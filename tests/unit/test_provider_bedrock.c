@@ -463,6 +463,13 @@ static void test_prepare_count_tokens(void **state)
     assert_int_equal(json_object_get_int(aib_json_member(body, "max_tokens", json_type_int)),
                      2049);
     json_object_put(body);
+    thinking = outgoing("{\"model\":\"haiku\",\"thinking\":{\"budget_tokens\":"
+                        "9223372036854775807},\"messages\":[]}");
+    assert_null(ops->prepare(ic, &thinking));   /* no overflow */
+    body = invoke_body_of(&thinking);
+    assert_true(json_object_get_int64(aib_json_member(body, "max_tokens", json_type_int))
+                == INT64_MAX);
+    json_object_put(body);
     assert_null(ops->prepare(ic, &own));
     body = invoke_body_of(&own);
     assert_int_equal(json_object_get_int(aib_json_member(body, "max_tokens", json_type_int)), 77);
