@@ -41,6 +41,8 @@ typedef struct {
     int reframe;              /* the framing is not SSE: the client gets SSE */
     aib_usage_reader_t *usage;  /* a blocking body's usage, read as relayed */
     int rewrite;              /* events re-emitted one by one (reframed, usage hidden) */
+    int rewrite_answer;       /* the provider rewrites the blocking answer (provider.h) */
+    int holding;              /* such an answer is held whole until its end */
     char *frame;              /* emit()'s buffer */
     apr_size_t frame_cap;
     char *held;
@@ -141,6 +143,8 @@ static int on_event(void *ctx, const char *event, const char *data, apr_size_t l
     if (a->ic->route.format && a->ic->route.format->event_sequence)
         a->ic->route.format->event_sequence(data, &a->sequence);
     aib_usage_from_event(&a->ic->usage, a->ic->pool, a->ic->route.format, event, data, len);
+    if (ops->usage_from_event)
+        ops->usage_from_event(&a->ic->usage, event, data, len);
     return a->rewrite ? emit(a, event, data, len) : 0;
 }
 
@@ -172,6 +176,10 @@ static int on_response(void *ctx, int status, apr_table_t *headers)
     if (!ic->client_key && (aib_provider_fails_over(ic->provider, status)
                             || (status >= 400 && ic->provider->ops->classify_answer))) {
         a->fail_over = 1;
+        return 0;
+    }
+    if (a->rewrite_answer && !a->event_stream) {
+        a->holding = 1;   /* committed once rewritten */
         return 0;
     }
     a->reframe = a->event_stream && ok && a->framing != &aib_sse_framing;
@@ -220,7 +228,7 @@ static int on_data(void *ctx, const char *data, apr_size_t len)
 {
     attempt_t *a = ctx;
 
-    if (a->fail_over) {
+    if (a->fail_over || a->holding) {
         hold(a, data, len);
         return 0;
     }
@@ -303,6 +311,20 @@ static aib_fault_e classify(attempt_t *a)
     return fault;
 }
 
+/* The held answer goes to the client, as the provider rewrites it when
+ * the request asked for that. */
+static void send_held(attempt_t *a)
+{
+    const aib_provider_ops_t *ops = a->ic->provider->ops;
+    const char *body = a->held;
+
+    if (a->rewrite_answer)
+        a->status = ops->rewrite_answer(a->ic, a->pool, a->status, a->headers, &body,
+                                        &a->held_len);
+    commit(a);
+    a->ic->sink->write(a->ic->sink->ctx, body, a->held_len, 0);
+}
+
 /* A rate-limited key of a provider that names no reset time, limited again
  * within as long as its last cooldown lasted after it ended: twice that. */
 static int64_t grown_cooldown(const aib_provider_t *pv, int i, int64_t now, int64_t ms)
@@ -334,8 +356,7 @@ static attempt_result_e take_failover(attempt_t *a, int i, aib_fault_e fault, co
     if (fault == AIB_FAULT_NONE) {
         logf_(ic, AIB_LOG_INFO, "provider '%s': %s %s, not the key's fault: relayed",
               pv->name, describe_key(ic, i), what);
-        commit(a);
-        ic->sink->write(ic->sink->ctx, a->held, a->held_len, 0);
+        send_held(a);
         ic->outcome = AIB_OUTCOME_UPSTREAM_ERROR;
         return ATTEMPT_DONE;
     }
@@ -409,6 +430,7 @@ static attempt_result_e attempt(aib_interception_t *ic, const aib_outgoing_t *ou
     a.held = apr_palloc(a.pool, AIB_ERROR_BODY_MAX);
     handler.ctx = &a;
     a.framing = pv->ops->stream_framing ? pv->ops->stream_framing : &aib_sse_framing;
+    a.rewrite_answer = out->rewrite_answer;
 
     sent.headers = apr_table_copy(a.pool, out->headers ? out->headers : ic->headers);
     pv->ops->set_key(a.pool, sent.headers, key);
@@ -439,8 +461,11 @@ static attempt_result_e attempt(aib_interception_t *ic, const aib_outgoing_t *ou
     result = ic->transport->perform(ic->transport, a.pool, &req, &handler, &error);
     if (a.status)
         ic->upstream_status = a.status;
-    if (a.usage)
+    if (a.usage) {
         aib_usage_reader_finish(a.usage);
+        if (pv->ops->usage_from_headers)
+            pv->ops->usage_from_headers(&ic->usage, a.headers);
+    }
     if (i >= 0 && a.status)
         aib_key_count_status(pv->pool, i, a.event_fault ? aib_fault_status(a.event_fault)
                                                         : a.status);
@@ -505,6 +530,8 @@ static attempt_result_e attempt(aib_interception_t *ic, const aib_outgoing_t *ou
             ic->outcome = AIB_OUTCOME_TRANSPORT_ERROR;
         }
         else {
+            if (a.holding)
+                send_held(&a);
             ic->outcome = a.status < 400 ? AIB_OUTCOME_OK : AIB_OUTCOME_UPSTREAM_ERROR;
         }
     }
@@ -557,6 +584,7 @@ static int prepare(aib_interception_t *ic, aib_outgoing_t *out)
     out->headers = NULL;   /* the interception's, copied by each attempt */
     out->body = ic->body;
     out->body_len = ic->body_len;
+    out->rewrite_answer = 0;
     if (!pv->ops->prepare)
         return 1;
     out->headers = apr_table_copy(ic->pool, ic->headers);

@@ -15,6 +15,7 @@
 #include "keypool.h"
 #include "ratelimit.h"
 #include "sse.h"
+#include "usage.h"
 
 /* A wire format (format.h). */
 typedef struct aib_format aib_format_t;
@@ -67,6 +68,9 @@ typedef struct {
     apr_table_t *headers;
     const char *body;
     apr_size_t body_len;
+    /* Set by prepare when the answer comes from another API than the one
+     * the client called: its blocking answer goes through rewrite_answer. */
+    int rewrite_answer;
 } aib_outgoing_t;
 
 typedef struct aib_provider_ops {
@@ -127,6 +131,19 @@ typedef struct aib_provider_ops {
     /* Answers a request without going upstream (a list the module knows):
      * the status, with *body (JSON), or 0 to go upstream. */
     int (*answer)(const struct aib_interception *ic, const char **body);
+    /* The blocking answer to a request prepare() flagged (rewrite_answer),
+     * held whole (up to 64 KiB) until it is to reach the client: a 2xx, or
+     * an error that is no key's fault (after classify_answer's relay).
+     * Returns the status the client gets, *body and *len set to its body. */
+    int (*rewrite_answer)(const struct aib_interception *ic, apr_pool_t *p, int status,
+                          const apr_table_t *headers, const char **body, apr_size_t *len);
+    /* Usage the upstream reports outside the format's members, read after
+     * them: from a blocking 2xx answer's headers, and from each stream
+     * event. Each fills only the counts the format left at 0, so nothing
+     * is counted twice. */
+    void (*usage_from_headers)(aib_usage_t *u, const apr_table_t *headers);
+    void (*usage_from_event)(aib_usage_t *u, const char *event, const char *data,
+                             apr_size_t len);
     /* The provider says nothing of when a rate limit ends: a key limited
      * again soon after its cooldown cools down twice as long, up to
      * max-cooldown=. */

@@ -2,8 +2,12 @@
  * InvokeModel / InvokeModelWithResponseStream with the model in the path,
  * signs each attempt with SigV4 (or a Bedrock API key), reads faults from
  * x-amzn-ErrorType and decodes the AWS event stream (eventstream.h). */
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <apr_base64.h>
 #include <apr_strings.h>
 
 #include "bridge.h"
@@ -13,18 +17,20 @@
 
 #define BEDROCK_VERSION "bedrock-2023-05-31"
 #define BEARER_PREFIX "bearer:"
+#define COUNT_TOKENS_PATH "/v1/messages/count_tokens"
+/* What CountTokens says of a model it cannot count for. */
+#define NO_COUNTING "support counting tokens"
+#define VALIDATION "ValidationException"
 
 /* The Messages fields Bedrock rejects as unknown: dropped from the body. */
 static const char *const dropped_fields[] = { "metadata", "service_tier", "container", NULL };
 
-/* Anthropic's routes, its models list answered by the module from the map
- * (bedrock_answer), but count_tokens: Bedrock's CountTokens takes and
- * answers other shapes (README), so it is not served, a 404. */
+/* Anthropic's routes: its models list answered by the module from the map
+ * (bedrock_answer), count_tokens sent to CountTokens (bedrock_prepare),
+ * whose answer is rewritten (bedrock_rewrite_answer). */
 static void bedrock_route(const char *method, const char *path, aib_route_t *out)
 {
     aib_provider_anthropic.route(method, path, out);
-    if (!strcmp(path, "/v1/messages/count_tokens"))
-        memset(out, 0, sizeof(*out));
 }
 
 /* The credential goes in sign(), which knows the entry's kind and region;
@@ -310,40 +316,123 @@ static void move_betas(json_object *body, apr_table_t *headers)
     apr_table_unset(headers, "anthropic-beta");
 }
 
-/* The body rewrite Anthropic's own Bedrock client makes, and the URL. */
+/* The path below the provider a request was made on, its query left out. */
+static const char *client_path(const aib_interception_t *ic)
+{
+    const char *path = ic->url + strlen(ic->provider->base_url);
+
+    return apr_pstrmemdup(ic->pool, path, strcspn(path, "?"));
+}
+
+static int is_count_tokens(const aib_interception_t *ic)
+{
+    return !strcmp(client_path(ic), COUNT_TOKENS_PATH);
+}
+
+/* An InvokeModel body needs max_tokens, which a count_tokens request has
+ * not: one more than a thinking budget (which must stay below it), else 1.
+ * It does not change the count. */
+static void add_max_tokens(json_object *body)
+{
+    json_object *budget = aib_json_member(aib_json_member(body, "thinking", json_type_object),
+                                          "budget_tokens", json_type_int);
+    int64_t n = budget ? json_object_get_int64(budget) : 0;
+
+    if (!aib_json_member(body, "max_tokens", json_type_int))
+        json_object_object_add(body, "max_tokens",
+                               json_object_new_int64(n < INT64_MAX ? n + 1 : n));
+}
+
+/* CountTokens takes the InvokeModel body base64-encoded. */
+static const char *count_tokens_body(apr_pool_t *p, const char *invoke_body)
+{
+    int len = (int)strlen(invoke_body);
+    char *b64 = apr_palloc(p, (apr_size_t)apr_base64_encode_len(len));
+
+    apr_base64_encode_binary(b64, (const unsigned char *)invoke_body, len);
+    return apr_psprintf(p, "{\"input\":{\"invokeModel\":{\"body\":\"%s\"}}}", b64);
+}
+
+/* The body rewrite Anthropic's own Bedrock client makes, and the URL:
+ * InvokeModel's, or for count_tokens CountTokens', whose answer is then
+ * rewritten. */
 static const char *bedrock_prepare(const aib_interception_t *ic, aib_outgoing_t *req)
 {
     apr_pool_t *p = ic->pool;
     const struct aib_provider *pv = ic->provider;
-    const char *model = ic->model, *id = model_id(pv, model);
-    int stream = ic->stream;
-    json_object *body;
+    int stream = ic->stream, counting = is_count_tokens(ic);
+    json_object *body = aib_json_parse_object(req->body, req->body_len);
+    const char *model = counting ? aib_json_strdup(p, body, "model") : ic->model;
+    const char *id = model_id(pv, model), *action;
     int i;
 
-    if (!id)
-        return apr_psprintf(p, "model '%s' is not offered by provider '%s' (no model-map= "
-                            "entry and no default-model=)", model ? model : "", pv->name);
-    body = aib_json_parse_object(req->body, req->body_len);
-    if (!body)
-        return "the request body is not a JSON object";
+    if (!id || !body) {
+        json_object_put(body);
+        return !body ? "the request body is not a JSON object"
+               : apr_psprintf(p, "model '%s' is not offered by provider '%s' (no model-map= "
+                              "entry and no default-model=)", model ? model : "", pv->name);
+    }
     json_object_object_del(body, "model");
     json_object_object_del(body, "stream");
     for (i = 0; dropped_fields[i]; i++)
         json_object_object_del(body, dropped_fields[i]);
     json_object_object_add(body, "anthropic_version", json_object_new_string(BEDROCK_VERSION));
     move_betas(body, req->headers);
+    if (counting)
+        add_max_tokens(body);
     req->body = aib_json_text(p, body);
     json_object_put(body);
     if (!req->body)
         return "the request body cannot be rewritten";
+    if (counting)
+        req->body = count_tokens_body(p, req->body);
     req->body_len = strlen(req->body);
+    req->rewrite_answer = counting;
     apr_table_unset(req->headers, "anthropic-version");
     apr_table_setn(req->headers, "Content-Type", "application/json");
     apr_table_setn(req->headers, "Accept", stream ? "application/vnd.amazon.eventstream"
                                                   : "application/json");
-    req->url = apr_pstrcat(p, pv->base_url, "/model/", escape_segment(p, id),
-                           stream ? "/invoke-with-response-stream" : "/invoke", NULL);
+    action = counting ? "/count-tokens" : stream ? "/invoke-with-response-stream" : "/invoke";
+    req->url = apr_pstrcat(p, pv->base_url, "/model/", escape_segment(p, id), action, NULL);
     return NULL;
+}
+
+/* CountTokens' answer in Anthropic's shape: {"inputTokens": N} as
+ * {"input_tokens": N}, and a model it cannot count for (a
+ * ValidationException saying so) as a 404 naming the model; any other
+ * answer as it is relayed already. */
+static int bedrock_rewrite_answer(const aib_interception_t *ic, apr_pool_t *p, int status,
+                                  const apr_table_t *headers, const char **body,
+                                  apr_size_t *len)
+{
+    json_object *obj = aib_json_parse_object(*body, *len);
+    json_object *tokens = aib_json_member(obj, "inputTokens", json_type_int);
+    /* Relayed by bedrock_classify in Anthropic's shape, or as Bedrock sent it (BYOK). */
+    json_object *relayed = aib_json_member(obj, "error", json_type_object);
+    const char *message = aib_json_string(relayed ? relayed : obj, "message");
+    const char *error = apr_table_get(headers, "x-amzn-ErrorType");
+    json_object *request;
+    const char *model;
+
+    if (status < 300 && tokens) {
+        *body = apr_psprintf(p, "{\"input_tokens\":%" APR_INT64_T_FMT "}",
+                             json_object_get_int64(tokens));
+        status = 200;
+    }
+    else if (status == 400 && error && !strncmp(error, VALIDATION, sizeof(VALIDATION) - 1)
+             && message && strstr(message, NO_COUNTING)) {
+        request = aib_json_parse_object(ic->body, ic->body_len);
+        model = aib_json_string(request, "model");
+        *body = bedrock_error_body(p, AIB_ERROR_NOT_FOUND,
+                                   apr_psprintf(p, "model '%s' does not support token counting "
+                                                "on Bedrock", model ? model
+                                                : model_id(ic->provider, NULL)));
+        json_object_put(request);
+        status = 404;
+    }
+    json_object_put(obj);
+    *len = strlen(*body);
+    return status;
 }
 
 /* Per attempt: the entry's region may move the request to its own host,
@@ -424,11 +513,10 @@ static const char *models_answer(apr_pool_t *p, const struct aib_provider *pv, c
 
 static int bedrock_answer(const aib_interception_t *ic, const char **body)
 {
-    const char *path = ic->url + strlen(ic->provider->base_url);
-    const char *only = !strncmp(path, "/v1/models/", 11)
-                       ? apr_pstrmemdup(ic->pool, path + 11, strcspn(path + 11, "?")) : NULL;
+    const char *path = client_path(ic);
+    const char *only = !strncmp(path, "/v1/models/", 11) ? path + 11 : NULL;
 
-    if (ic->route.kind != AIB_ROUTE_PASSTHROUGH)
+    if (ic->route.kind != AIB_ROUTE_PASSTHROUGH || !strcmp(path, COUNT_TOKENS_PATH))
         return 0;
     *body = models_answer(ic->pool, ic->provider, only);
     if (*body)
@@ -436,6 +524,70 @@ static int bedrock_answer(const aib_interception_t *ic, const char **body)
     *body = bedrock_error_body(ic->pool, AIB_ERROR_NOT_FOUND,
                                apr_psprintf(ic->pool, "model '%s' not found", only));
     return 404;
+}
+
+/* Bedrock's own token counts: a stream's last event carries them in
+ * amazon-bedrock-invocationMetrics, a blocking answer in headers. */
+static const struct {
+    const char *metric;
+    const char *header;
+    size_t field;         /* the aib_usage_t count, by its offset */
+} bedrock_counts[] = {
+    { "inputTokenCount", "X-Amzn-Bedrock-Input-Token-Count", offsetof(aib_usage_t, input) },
+    { "outputTokenCount", "X-Amzn-Bedrock-Output-Token-Count", offsetof(aib_usage_t, output) },
+    { "cacheReadInputTokenCount", "X-Amzn-Bedrock-Cache-Read-Input-Token-Count",
+      offsetof(aib_usage_t, cache_read) },
+    { "cacheWriteInputTokenCount", "X-Amzn-Bedrock-Cache-Write-Input-Token-Count",
+      offsetof(aib_usage_t, cache_write) },
+};
+#define BEDROCK_COUNTS (sizeof(bedrock_counts) / sizeof(bedrock_counts[0]))
+
+/* Count i as Bedrock reports it, where the Anthropic usage left it at 0:
+ * the usage Anthropic's events or body carry comes first. */
+static void fill_count(aib_usage_t *u, size_t i, int64_t n)
+{
+    int64_t *count = (int64_t *)(void *)((char *)u + bedrock_counts[i].field);
+
+    if (n < 0)
+        return;
+    u->seen = 1;
+    if (!*count)
+        *count = n;
+}
+
+static void bedrock_usage_from_headers(aib_usage_t *u, const apr_table_t *headers)
+{
+    size_t i;
+
+    for (i = 0; i < BEDROCK_COUNTS; i++) {
+        const char *value = apr_table_get(headers, bedrock_counts[i].header);
+        apr_int64_t n;
+
+        if (!value || !*value || strspn(value, "0123456789") != strlen(value))
+            continue;
+        errno = 0;
+        n = apr_strtoi64(value, NULL, 10);
+        if (errno != ERANGE)
+            fill_count(u, i, n);
+    }
+}
+
+static void bedrock_usage_from_event(aib_usage_t *u, const char *event, const char *data,
+                                     apr_size_t len)
+{
+    json_object *root, *metrics;
+    size_t i;
+
+    if (!event || strcmp(event, "message_stop") || !strstr(data, "invocationMetrics"))
+        return;
+    root = aib_json_parse_object(data, len);
+    metrics = aib_json_member(root, "amazon-bedrock-invocationMetrics", json_type_object);
+    for (i = 0; metrics && i < BEDROCK_COUNTS; i++) {
+        json_object *n = aib_json_member(metrics, bedrock_counts[i].metric, json_type_int);
+        if (n)
+            fill_count(u, i, json_object_get_int64(n));
+    }
+    json_object_put(root);
 }
 
 static const aib_format_t *const bedrock_formats[] = { &aib_format_messages, NULL };
@@ -457,5 +609,8 @@ const aib_provider_ops_t aib_provider_bedrock = {
     .prepare = bedrock_prepare,
     .sign = bedrock_sign,
     .answer = bedrock_answer,
+    .rewrite_answer = bedrock_rewrite_answer,
+    .usage_from_headers = bedrock_usage_from_headers,
+    .usage_from_event = bedrock_usage_from_event,
     .stream_framing = &aib_eventstream_framing,
 };

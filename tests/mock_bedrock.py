@@ -2,6 +2,7 @@
 
     POST /model/{modelId}/invoke
     POST /model/{modelId}/invoke-with-response-stream
+    POST /model/{modelId}/count-tokens
 
 Every request's SigV4 signature is checked with botocore's SigV4Auth, an
 implementation independent of the module's: the credential AKID signs with
@@ -15,9 +16,16 @@ for scripts and the record, is the access key id or the API key.
 Answers: the Anthropic message of the mock (the model id as its model), or
 its events as AWS event-stream frames (chunk events, real CRC32s, the last
 one carrying amazon-bedrock-invocationMetrics). Errors carry
-x-amzn-ErrorType and {"message": ...}. A script's spec may hold, besides the
-usual status/headers/body/events/delay_ms, a "bedrock" object:
+x-amzn-ErrorType and {"message": ...}. CountTokens answers {"inputTokens":
+INPUT_TOKENS} for a bare anthropic.* model id; for any other (an inference
+profile...) a ValidationException saying it cannot count, as Bedrock does.
+Its record's "invoke_body" is the InvokeModel body decoded from the
+request. A script's spec may hold, besides the usual
+status/headers/body/events/delay_ms, a "bedrock" object:
     error        the exception name of an error answer (default by status)
+    no_usage     the Anthropic usage left out (message_start, message_delta,
+                 a blocking body): only invocationMetrics or the
+                 X-Amzn-Bedrock-*-Token-Count headers carry the counts
     exception    {"at": n, "type": "throttlingException", "message": ...}:
                  an exception frame instead of event n, ending the stream
     bad_crc_at   event n's message CRC is wrong
@@ -36,7 +44,8 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-PATH = re.compile(r"/model/(?P<id>[^/]+)/(?P<action>invoke|invoke-with-response-stream)")
+PATH = re.compile(r"/model/(?P<id>[^/]+)/"
+                  r"(?P<action>invoke|invoke-with-response-stream|count-tokens)")
 AUTH = re.compile(r"AWS4-HMAC-SHA256 Credential=(?P<akid>[^/]+)/(?P<date>\d{8})/(?P<region>[^/]+)/"
                   r"(?P<service>[^/]+)/aws4_request, ?SignedHeaders=(?P<signed>[^,]+), ?"
                   r"Signature=(?P<signature>[0-9a-f]{64})$")
@@ -121,15 +130,27 @@ def exception_frame(name, message):
                   ":message-type": "exception"}, json.dumps({"message": message}).encode())
 
 
+def without_usage(event):
+    """The Anthropic event (or message) with no usage anywhere."""
+    event = {k: v for k, v in event.items() if k != "usage"}
+    if isinstance(event.get("message"), dict):
+        event["message"] = without_usage(event["message"])
+    return event
+
+
 def stream_frames(mock, x, spec):
     """The answer's frames, as the spec shapes them."""
     extra = spec.get("bedrock") or {}
     events = [e["data"] for e in spec["events"]] if "events" in spec \
         else [data for _name, data in mock.messages_stream(x)]
+    if extra.get("no_usage"):
+        events = [without_usage(e) for e in events]
     if events and events[-1].get("type") == "message_stop":
         events[-1] = {**events[-1], "amazon-bedrock-invocationMetrics": {
             "inputTokenCount": mock.INPUT_TOKENS, "outputTokenCount": mock.OUTPUT_TOKENS,
-            "invocationLatency": 12, "firstByteLatency": 3}}
+            "invocationLatency": 12, "firstByteLatency": 3,
+            "cacheReadInputTokenCount": mock.CACHED_TOKENS,
+            "cacheWriteInputTokenCount": mock.CACHE_CREATION_TOKENS}}
     exception = extra.get("exception")
     for i, event in enumerate(events):
         if exception and exception.get("at") == i:
@@ -162,6 +183,26 @@ def error_answer(handler, status, name, message, extra_headers=None):
     send(handler, status, headers, [json.dumps({"message": message}).encode()])
 
 
+def invoke_body(body):
+    """The InvokeModel body a CountTokens request carries, or None."""
+    try:
+        return json.loads(base64.b64decode(body["input"]["invokeModel"]["body"], validate=True))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def count_tokens(handler, mock, model_id, body):
+    """CountTokens: only bare Anthropic model ids count, as on Bedrock."""
+    if invoke_body(body) is None:
+        error_answer(handler, 400, "ValidationException", "input.invokeModel.body is invalid")
+    elif not model_id.startswith("anthropic."):
+        error_answer(handler, 400, "ValidationException",
+                     "The provided model doesn't support counting tokens.")
+    else:
+        send(handler, 200, {"Content-Type": "application/json"},
+             [json.dumps({"inputTokens": mock.INPUT_TOKENS}).encode()])
+
+
 def serve(handler, path, raw, mock):
     """Answers one Bedrock call; `mock` is tests/mock_upstream.py's module."""
     m = PATH.fullmatch(urlsplit(path).path)
@@ -175,6 +216,7 @@ def serve(handler, path, raw, mock):
         "headers": {k.lower(): v for k, v in handler.headers.items()}, "key": key,
         "key_header": "authorization", "both_key_headers": False, "body": body,
         "time": time.time(), "model_id": model_id, "region": region, "signature": bad or "ok",
+        "invoke_body": invoke_body(body) if m["action"] == "count-tokens" else None,
     })
     if bad:
         name = "UnrecognizedClientException" if key and "token" in bad \
@@ -192,6 +234,9 @@ def serve(handler, path, raw, mock):
         error_answer(handler, status, extra.get("error", ERROR_BY_STATUS.get(status, "X")),
                      f"mock bedrock: {status}", spec.get("headers"))
         return
+    if m["action"] == "count-tokens":
+        count_tokens(handler, mock, model_id, body)
+        return
     headers = {"x-amzn-RequestId": f"mock-{n}", **(spec.get("headers") or {})}
     if streaming:
         headers["Content-Type"] = "application/vnd.amazon.eventstream"
@@ -201,6 +246,11 @@ def serve(handler, path, raw, mock):
         return
     headers.update({"Content-Type": "application/json",
                     "X-Amzn-Bedrock-Input-Token-Count": str(mock.INPUT_TOKENS),
-                    "X-Amzn-Bedrock-Output-Token-Count": str(mock.OUTPUT_TOKENS)})
+                    "X-Amzn-Bedrock-Output-Token-Count": str(mock.OUTPUT_TOKENS),
+                    "X-Amzn-Bedrock-Cache-Read-Input-Token-Count": str(mock.CACHED_TOKENS),
+                    "X-Amzn-Bedrock-Cache-Write-Input-Token-Count":
+                        str(mock.CACHE_CREATION_TOKENS)})
     answer = spec["body"] if "body" in spec else mock.anthropic_message(x)
+    if extra.get("no_usage"):
+        answer = without_usage(answer)
     send(handler, status, headers, [json.dumps(answer).encode()])

@@ -234,10 +234,63 @@ def test_models_answered_from_the_map(start, mock):
     assert r.status_code == 200
     assert [m["id"] for m in r.json()["data"]] == ["claude-sonnet-4-5", "fast"]
     assert requests.get(f"{httpd.url}/ai/br/v1/models/fast", timeout=10).json()["id"] == "fast"
-    r = requests.post(f"{httpd.url}/ai/br/v1/messages/count_tokens", timeout=10,
-                      json=request_body(MESSAGES))
-    assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
     assert mock.requests() == []
+
+
+def count_tokens(httpd, model, headers=None):
+    body = {"model": model, "messages": [{"role": "user", "content": "Hello"}],
+            "metadata": {"user_id": "u1"}}
+    return requests.post(f"{httpd.url}/ai/br/v1/messages/count_tokens", json=body,
+                         headers=headers, timeout=10)
+
+
+@pytest.mark.sanitize
+def test_count_tokens_through_count_tokens(start, mock):
+    httpd = start()
+    mock.script(AKID_A, {"status": 429})
+    r = count_tokens(httpd, "claude-sonnet-4-5", {"anthropic-beta": "b1"})
+    assert r.status_code == 200 and r.json() == {"input_tokens": 21}
+    assert r.headers["Content-Type"].startswith("application/json")
+    a, b = mock.requests()
+    assert (a["key"], b["key"]) == (AKID_A, AKID_B)  # failed over on the throttling
+    assert b["path"] == "/model/anthropic.claude-sonnet-4-5-20250929-v1%3A0/count-tokens"
+    # CountTokens gets the InvokeModel body (rewritten as for invoke), base64-encoded.
+    assert b["invoke_body"] == {"messages": [{"role": "user", "content": "Hello"}],
+                                "anthropic_version": "bedrock-2023-05-31",
+                                "anthropic_beta": ["b1"], "max_tokens": 1}
+    assert_signed(mock)
+
+
+@pytest.mark.sanitize
+def test_count_tokens_model_that_cannot_count(start, mock):
+    httpd = start()
+    r = count_tokens(httpd, "fast")  # an inference profile: Bedrock cannot count
+    assert r.status_code == 404
+    assert r.json() == {"type": "error", "error": {
+        "type": "not_found_error",
+        "message": "model 'fast' does not support token counting on Bedrock"}}
+    # Not the key's fault: the next call uses A again.
+    assert count_tokens(httpd, "claude-sonnet-4-5").json() == {"input_tokens": 21}
+    assert mock.keys() == [AKID_A, AKID_A]
+    r = count_tokens(httpd, "gpt-4o")
+    assert r.status_code == 400 and "'gpt-4o'" in r.json()["error"]["message"]
+    assert len(mock.requests()) == 2
+
+
+@pytest.mark.sanitize
+def test_usage_from_bedrock_counts_alone(start, mock):
+    """Usage from invocationMetrics and the token-count headers, when the
+    Anthropic events and body carry none."""
+    httpd = start()
+    mock.script(AKID_A, {"bedrock": {"no_usage": True}}, {"bedrock": {"no_usage": True}})
+    reply = bedrock_call(httpd, stream=True)
+    assert_complete(reply, MESSAGES, True)
+    assert "usage" not in json.loads(reply.events[0][1])["message"]
+    reply = bedrock_call(httpd)
+    assert reply.status == 200 and "usage" not in reply.json()
+    for rec in log_records(os.path.join(httpd.dir, "usage.jsonl"), 2):
+        assert (rec["input_tokens"], rec["output_tokens"], rec["cache_read_tokens"],
+                rec["cache_write_tokens"]) == (21, 9, 5, 7), rec
 
 
 @pytest.mark.parametrize("options, message", [
@@ -266,6 +319,21 @@ def test_anthropic_sdk_through_bedrock(start, mock):
     assert out["stream_error"] and "upstream" in out["stream_error"]
     assert mock.keys() == [AKID_A] + [AKID_B] * 3
     assert_signed(mock)  # the SDK's own headers (x-stainless-...) signed as sent
+
+
+def test_anthropic_sdk_count_tokens_through_bedrock(start, mock):
+    """The official SDK's messages.countTokens: a count, and for a model
+    Bedrock cannot count for, the SDK's own NotFoundError."""
+    httpd = start()
+    mock.script(AKID_A, {"status": 429})
+    p = subprocess.run(["node", os.path.join(TOP, "tests", "sdk", "anthropic_count_tokens.mjs"),
+                        httpd.url + "/ai/br", "claude-sonnet-4-5", "fast"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    assert out == {"claude-sonnet-4-5": 21, "fast": {"error": "NotFoundError", "status": 404}}
+    assert mock.keys() == [AKID_A, AKID_B, AKID_B]
+    assert_signed(mock)  # the SDK's own headers signed as sent
 
 
 def test_agentic_loop_through_bedrock(start, mock):

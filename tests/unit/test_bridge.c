@@ -2775,6 +2775,141 @@ static void test_stream_framing_malformed_after_the_end(void **state)
     assert_int_equal(ic->outcome, AIB_OUTCOME_OK);
 }
 
+/* A request sent to another API than the client called: prepare() flags
+ * it, and its blocking answer is rewritten whole before the client sees
+ * anything (Bedrock's CountTokens answering an Anthropic count_tokens). */
+static const char *flag_for_rewrite(const aib_interception_t *ic, aib_outgoing_t *req)
+{
+    (void)ic;
+    prepare_calls++;
+    req->rewrite_answer = 1;
+    return NULL;
+}
+
+/* The toy rewrite: the status moved by 3, the answer wrapped with it. */
+static int wrap_answer(const aib_interception_t *ic, apr_pool_t *p, int status,
+                       const apr_table_t *headers, const char **body, apr_size_t *len)
+{
+    (void)ic;
+    *body = apr_psprintf(p, "{\"upstream\":%d,\"type\":\"%s\",\"answer\":%.*s}", status,
+                         apr_table_get(headers, "Content-Type"), (int)*len, *body);
+    *len = strlen(*body);
+    return status + 3;
+}
+
+static void test_rewrite_answer_of_a_flagged_request(void **state)
+{
+    /* A failover answer is the bridge's, not rewritten; the answer that
+     * reaches the client is, though it came in pieces, and so is an error
+     * that is no key's fault. */
+    const step_t steps[] = {
+        { 429, { JSON_HEADERS, NULL }, { RATE_LIMIT_BODY, NULL }, AIB_XFER_OK, NULL },
+        { 200, { JSON_HEADERS, NULL }, { "{\"inputTokens\"", ":7}", NULL }, AIB_XFER_OK, NULL },
+        { 400, { JSON_HEADERS, NULL }, { "{\"error\":1}", NULL }, AIB_XFER_OK, NULL },
+    };
+    aib_keypool_t *kp = keypool("a", "b", NULL);
+    aib_provider_t *pv = OPENAI(kp);
+    aib_interception_t *ic;
+
+    (void)state;
+    hooks_of(pv)->prepare = flag_for_rewrite;
+    hooked_ops.rewrite_answer = wrap_answer;
+    ic = interception(pv, CHAT, 0);
+    script(steps, 2);
+    aib_bridge_run(ic);
+
+    assert_int_equal(transport.ncalls, 2);
+    assert_int_equal(rec.status, 203);
+    assert_string_equal(body_of(), "{\"upstream\":200,\"type\":\"application/json\","
+                        "\"answer\":{\"inputTokens\":7}}");
+    assert_int_equal(ic->status, 203);
+    assert_int_equal(ic->outcome, AIB_OUTCOME_OK);
+    assert_counters(kp, 0, 1, 1, 0, 0);
+
+    memset(&rec, 0, sizeof(rec));
+    ic = interception(pv, CHAT, 0);
+    script(&steps[2], 1);
+    aib_bridge_run(ic);
+    assert_int_equal(rec.status, 403);
+    assert_string_equal(body_of(), "{\"upstream\":400,\"type\":\"application/json\","
+                        "\"answer\":{\"error\":1}}");
+    assert_int_equal(ic->outcome, AIB_OUTCOME_UPSTREAM_ERROR);
+
+    /* A request prepare() did not flag goes as it came. */
+    memset(&rec, 0, sizeof(rec));
+    hooked_ops.prepare = model_into_path;
+    ic = interception(pv, CHAT, 0);
+    ic->model = "gpt-4o-mini";
+    script(&steps[1], 1);
+    aib_bridge_run(ic);
+    assert_int_equal(rec.status, 200);
+    assert_string_equal(body_of(), "{\"inputTokens\":7}");
+}
+
+/* The toy provider's own counts: x-toy-output on a blocking answer, and
+ * "toy_output" in a message_stop event. */
+static void toy_usage_from_headers(aib_usage_t *u, const apr_table_t *headers)
+{
+    const char *n = apr_table_get(headers, "x-toy-output");
+
+    if (n && !u->output) {
+        u->seen = 1;
+        u->output = atoi(n);
+    }
+}
+
+static void toy_usage_from_event(aib_usage_t *u, const char *event, const char *data,
+                                 apr_size_t len)
+{
+    const char *n = strstr(data, "\"toy_output\":");
+
+    (void)len;
+    if (n && !strcmp(event, "message_stop") && !u->output) {
+        u->seen = 1;
+        u->output = atoi(n + 13);
+    }
+}
+
+static void test_usage_of_the_provider(void **state)
+{
+    aib_keypool_t *kp = keypool("a", NULL);
+    aib_provider_t *pv = ANTHROPIC(kp);
+    aib_provider_ops_t *ops = hooks_of(pv);
+    aib_interception_t *ic;
+    /* The body's usage lacks the output, the stream's message_delta too. */
+    const step_t blocking[] = {
+        { 200, { JSON_HEADERS, "x-toy-output", "6", NULL },
+          { "{\"type\":\"message\",\"usage\":{\"input_tokens\":10}}", NULL }, AIB_XFER_OK, NULL },
+    };
+    const step_t stream[] = {
+        { 200, { TOY_HEADERS, NULL },
+          { "message_start|{\"type\":\"message_start\",\"message\":{\"usage\":"
+            "{\"input_tokens\":10}}}\n",
+            "message_stop|{\"type\":\"message_stop\",\"toy_output\":8}\n", NULL },
+          AIB_XFER_OK, NULL },
+    };
+
+    (void)state;
+    ops->usage_from_headers = toy_usage_from_headers;
+    ops->usage_from_event = toy_usage_from_event;
+    ops->stream_framing = &toy_framing;
+    ic = interception(pv, MESSAGES, 0);
+    SCRIPT(blocking);
+    aib_bridge_run(ic);
+    assert_true(ic->usage.seen);
+    ASSERT_I64(ic->usage.input, 10);
+    ASSERT_I64(ic->usage.output, 6);
+
+    memset(&rec, 0, sizeof(rec));
+    ic = interception(pv, MESSAGES, 1);
+    SCRIPT(stream);
+    aib_bridge_run(ic);
+    assert_int_equal(ic->outcome, AIB_OUTCOME_OK);
+    ASSERT_I64(ic->usage.input, 10);
+    ASSERT_I64(ic->usage.output, 8);
+}
+
+
 /* ---- the agentic loop (src/agent_loop.c) --------------------------------- */
 
 /* The MCP server's answers, in the order the client asks: initialize (id
@@ -3106,6 +3241,8 @@ int main(void)
         T(test_stream_framing_malformed_first),
         T(test_stream_framing_cut_inside_a_frame),
         T(test_stream_framing_malformed_after_the_end),
+        T(test_rewrite_answer_of_a_flagged_request),
+        T(test_usage_of_the_provider),
 #undef T
     };
     return AIB_RUN_TESTS(tests);

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <apr_base64.h>
 #include <apr_strings.h>
 
 #include "bridge.h"
@@ -370,7 +371,8 @@ static void test_routes(void **state)
     assert_int_equal(route.kind, AIB_ROUTE_BRIDGED);
     assert_ptr_equal(route.format, &aib_format_messages);
     ops->route("POST", "/v1/messages/count_tokens", &route);
-    assert_int_equal(route.kind, AIB_ROUTE_NONE);
+    assert_int_equal(route.kind, AIB_ROUTE_PASSTHROUGH);
+    assert_true(route.method_allowed);
     ops->route("POST", "/v1/chat/completions", &route);
     assert_int_equal(route.kind, AIB_ROUTE_NONE);
     ops->route("POST", "/v1/models", &route);
@@ -395,6 +397,222 @@ static void test_models_from_the_map(void **state)
     assert_int_equal(ops->answer(interception(pv, "/v1/models/gpt-4o", NULL, 0), &body), 404);
     assert_non_null(strstr(body, "not_found_error"));
     assert_int_equal(ops->answer(interception(pv, "/v1/messages", "haiku", 0), &body), 0);
+    assert_int_equal(ops->answer(interception(pv, "/v1/messages/count_tokens", NULL, 0), &body),
+                     0);
+}
+
+/* ---- count_tokens: CountTokens, its answer in Anthropic's shape --------- */
+
+/* The InvokeModel body inside a CountTokens request, parsed. */
+static json_object *invoke_body_of(const aib_outgoing_t *req)
+{
+    json_object *outer = aib_json_parse_object(req->body, req->body_len), *inner;
+    const char *b64 = aib_json_string(aib_json_member(aib_json_member(outer, "input",
+                                                                      json_type_object),
+                                                      "invokeModel", json_type_object),
+                                      "body");
+    char *text;
+    int len;
+
+    assert_non_null(b64);
+    text = apr_palloc(pool, (apr_size_t)apr_base64_decode_len(b64) + 1);
+    len = apr_base64_decode(text, b64);
+    text[len] = '\0';
+    inner = aib_json_parse_object(text, (apr_size_t)len);
+    json_object_put(outer);
+    assert_non_null(inner);
+    return inner;
+}
+
+static void test_prepare_count_tokens(void **state)
+{
+    aib_provider_t *pv = provider(NULL);
+    /* A passthrough route: the model is read from the body here. */
+    aib_interception_t *ic = interception(pv, "/v1/messages/count_tokens", NULL, 0);
+    aib_outgoing_t req = outgoing("{\"model\":\"fast\",\"metadata\":{\"user_id\":\"u\"},"
+                                  "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}");
+    aib_outgoing_t thinking = outgoing("{\"model\":\"haiku\",\"thinking\":{\"type\":"
+                                       "\"enabled\",\"budget_tokens\":2048},\"messages\":[]}");
+    aib_outgoing_t own = outgoing("{\"model\":\"haiku\",\"max_tokens\":77,\"messages\":[]}");
+    json_object *body;
+
+    (void)state;
+    apr_table_setn(req.headers, "anthropic-beta", "token-counting-2024-11-01");
+    assert_null(ops->prepare(ic, &req));
+    assert_string_equal(req.url, "https://bedrock-runtime.us-east-1.amazonaws.com/model/"
+                        "us.anthropic.claude-3-5-haiku-20241022-v1%3A0/count-tokens");
+    assert_true(req.rewrite_answer);
+    assert_int_equal(req.body_len, strlen(req.body));
+    assert_string_equal(apr_table_get(req.headers, "Accept"), "application/json");
+    /* The InvokeModel body, rewritten as for invoke; max_tokens, which
+     * InvokeModel requires, added. */
+    body = invoke_body_of(&req);
+    assert_null(aib_json_member(body, "model", json_type_string));
+    assert_null(aib_json_member(body, "metadata", json_type_object));
+    assert_string_equal(aib_json_string(body, "anthropic_version"), "bedrock-2023-05-31");
+    assert_int_equal(json_object_get_int(aib_json_member(body, "max_tokens", json_type_int)), 1);
+    assert_string_equal(json_object_get_string(json_object_array_get_idx(
+        aib_json_member(body, "anthropic_beta", json_type_array), 0)),
+        "token-counting-2024-11-01");
+    assert_non_null(aib_json_member(body, "messages", json_type_array));
+    json_object_put(body);
+
+    /* A thinking budget must stay below max_tokens; the client's own is kept. */
+    assert_null(ops->prepare(ic, &thinking));
+    body = invoke_body_of(&thinking);
+    assert_int_equal(json_object_get_int(aib_json_member(body, "max_tokens", json_type_int)),
+                     2049);
+    json_object_put(body);
+    thinking = outgoing("{\"model\":\"haiku\",\"thinking\":{\"budget_tokens\":"
+                        "9223372036854775807},\"messages\":[]}");
+    assert_null(ops->prepare(ic, &thinking));   /* no overflow */
+    body = invoke_body_of(&thinking);
+    assert_true(json_object_get_int64(aib_json_member(body, "max_tokens", json_type_int))
+                == INT64_MAX);
+    json_object_put(body);
+    assert_null(ops->prepare(ic, &own));
+    body = invoke_body_of(&own);
+    assert_int_equal(json_object_get_int(aib_json_member(body, "max_tokens", json_type_int)), 77);
+    json_object_put(body);
+
+    /* Messages are not flagged for a rewritten answer. */
+    req = outgoing("{\"model\":\"haiku\",\"max_tokens\":5}");
+    assert_null(ops->prepare(interception(pv, "/v1/messages", "haiku", 0), &req));
+    assert_false(req.rewrite_answer);
+}
+
+static void test_prepare_count_tokens_refusals(void **state)
+{
+    aib_provider_t *pv = provider(NULL);
+    aib_interception_t *ic = interception(pv, "/v1/messages/count_tokens", NULL, 0);
+    aib_outgoing_t unmapped = outgoing("{\"model\":\"gpt-4o\",\"messages\":[]}");
+    aib_outgoing_t not_json = outgoing("[1]");
+
+    (void)state;
+    assert_string_equal(ops->prepare(ic, &unmapped),
+                        "model 'gpt-4o' is not offered by provider 'br' (no model-map= entry "
+                        "and no default-model=)");
+    assert_string_equal(ops->prepare(ic, &not_json), "the request body is not a JSON object");
+}
+
+/* rewrite_answer on `body` answered with `status` (and x-amzn-ErrorType
+ * `error_type` when not NULL) to a count_tokens call for model "fast". */
+static int rewritten(int status, const char *error_type, const char **body)
+{
+    aib_interception_t *ic = interception(provider(NULL), "/v1/messages/count_tokens", NULL, 0);
+    apr_table_t *headers = apr_table_make(pool, 1);
+    apr_size_t len = strlen(*body);
+    int out;
+
+    ic->body = "{\"model\":\"fast\",\"messages\":[]}";
+    ic->body_len = strlen(ic->body);
+    if (error_type)
+        apr_table_setn(headers, "x-amzn-ErrorType", error_type);
+    out = ops->rewrite_answer(ic, pool, status, headers, body, &len);
+    assert_int_equal(len, strlen(*body));
+    return out;
+}
+
+static void test_rewrite_answer_count_tokens(void **state)
+{
+    const char *body = "{\"inputTokens\":42}";
+    const char *unsupported = "{\"type\":\"error\",\"error\":{\"type\":"
+                              "\"invalid_request_error\",\"message\":\"The provided model "
+                              "doesn't support counting tokens.\"}}";
+    const char *byok = "{\"message\":\"The provided model doesn't support counting tokens.\"}";
+    const char *other = "{\"type\":\"error\",\"error\":{\"type\":\"invalid_request_error\","
+                        "\"message\":\"messages: Field required\"}}";
+    const char *kept = other;
+
+    (void)state;
+    assert_int_equal(rewritten(200, NULL, &body), 200);
+    assert_string_equal(body, "{\"input_tokens\":42}");
+
+    /* A model CountTokens cannot count for: a 404 naming the client's model,
+     * whether bedrock_classify relayed the answer or it came as Bedrock sent it. */
+    assert_int_equal(rewritten(400, "ValidationException:http://internal.amazon.com/", &unsupported),
+                     404);
+    assert_string_equal(unsupported, "{\"type\":\"error\",\"error\":{\"type\":"
+                        "\"not_found_error\",\"message\":\"model 'fast' does not support token "
+                        "counting on Bedrock\"}}");
+    assert_int_equal(rewritten(400, "ValidationException", &byok), 404);
+
+    /* Any other answer goes as it is. */
+    assert_int_equal(rewritten(400, "ValidationException", &kept), 400);
+    assert_ptr_equal(kept, other);
+    kept = other;
+    assert_int_equal(rewritten(429, "ThrottlingException", &kept), 429);
+    assert_ptr_equal(kept, other);
+}
+
+/* ---- usage: Bedrock's own counts where Anthropic's usage lacks them ----- */
+
+static void assert_counts(const aib_usage_t *u, int64_t input, int64_t output,
+                          int64_t cache_read, int64_t cache_write)
+{
+    assert_true(u->seen);
+    assert_int_equal(u->input, input);
+    assert_int_equal(u->output, output);
+    assert_int_equal(u->cache_read, cache_read);
+    assert_int_equal(u->cache_write, cache_write);
+}
+
+static void test_usage_from_headers(void **state)
+{
+    apr_table_t *headers = apr_table_make(pool, 4);
+    aib_usage_t u;
+
+    (void)state;
+    aib_usage_init(&u, pool);
+    apr_table_setn(headers, "X-Amzn-Bedrock-Input-Token-Count", "21");
+    apr_table_setn(headers, "X-Amzn-Bedrock-Output-Token-Count", "9");
+    apr_table_setn(headers, "X-Amzn-Bedrock-Cache-Read-Input-Token-Count", "5");
+    apr_table_setn(headers, "X-Amzn-Bedrock-Cache-Write-Input-Token-Count", "-7");
+    ops->usage_from_headers(&u, headers);
+    assert_counts(&u, 21, 9, 5, 0);
+
+    /* The body's usage comes first: nothing counted twice. */
+    aib_usage_init(&u, pool);
+    u.seen = 1;
+    u.input = 30;
+    ops->usage_from_headers(&u, headers);
+    assert_counts(&u, 30, 9, 5, 0);
+
+    /* None of them: usage stays unseen. */
+    aib_usage_init(&u, pool);
+    ops->usage_from_headers(&u, apr_table_make(pool, 1));
+    assert_false(u.seen);
+    apr_table_setn(headers, "X-Amzn-Bedrock-Input-Token-Count", "99999999999999999999");
+    aib_usage_init(&u, pool);
+    ops->usage_from_headers(&u, headers);
+    assert_int_equal(u.input, 0);
+}
+
+static void test_usage_from_invocation_metrics(void **state)
+{
+    const char *stop = "{\"type\":\"message_stop\",\"amazon-bedrock-invocationMetrics\":"
+                       "{\"inputTokenCount\":21,\"outputTokenCount\":9,\"invocationLatency\":12,"
+                       "\"firstByteLatency\":3,\"cacheReadInputTokenCount\":5,"
+                       "\"cacheWriteInputTokenCount\":7}}";
+    const char *bare = "{\"type\":\"message_stop\"}";
+    aib_usage_t u;
+
+    (void)state;
+    aib_usage_init(&u, pool);
+    ops->usage_from_event(&u, "message_delta", stop, strlen(stop));
+    assert_false(u.seen);
+    ops->usage_from_event(&u, "message_stop", bare, strlen(bare));
+    assert_false(u.seen);
+    ops->usage_from_event(&u, "message_stop", stop, strlen(stop));
+    assert_counts(&u, 21, 9, 5, 7);
+
+    /* message_start and message_delta's usage comes first. */
+    aib_usage_init(&u, pool);
+    u.seen = 1;
+    u.input = 20;
+    u.output = 8;
+    ops->usage_from_event(&u, "message_stop", stop, strlen(stop));
+    assert_counts(&u, 20, 8, 5, 7);
 }
 
 int main(void)
@@ -415,6 +633,11 @@ int main(void)
         cmocka_unit_test_teardown(test_stream_fault_reads_the_aws_name, aib_clear_pool),
         cmocka_unit_test_teardown(test_routes, aib_clear_pool),
         cmocka_unit_test_teardown(test_models_from_the_map, aib_clear_pool),
+        cmocka_unit_test_teardown(test_prepare_count_tokens, aib_clear_pool),
+        cmocka_unit_test_teardown(test_prepare_count_tokens_refusals, aib_clear_pool),
+        cmocka_unit_test_teardown(test_rewrite_answer_count_tokens, aib_clear_pool),
+        cmocka_unit_test_teardown(test_usage_from_headers, aib_clear_pool),
+        cmocka_unit_test_teardown(test_usage_from_invocation_metrics, aib_clear_pool),
     };
 
     return AIB_RUN_TESTS(tests);
