@@ -1,5 +1,6 @@
 /* AWS Signature Version 4, step by step as botocore's SigV4Auth does it:
  * canonical request, string to sign, signing key, Authorization header. */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,7 +12,6 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <openssl/sha.h>
 
 #include "sigv4.h"
@@ -298,38 +298,124 @@ static const char *host_of(apr_pool_t *p, const apr_uri_t *uri)
 /* ------------------------------------------------------------------ */
 /* Signature                                                           */
 
+/* SHA-256 fetched once per process: OpenSSL 3's one-shot SHA256() and
+ * HMAC() look the algorithm up by name on every call, which cost more than
+ * the hashing itself (./dev bench, BENCHMARKS.md). */
+static EVP_MD *sha256_md;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+static void sha256_fetch(void)
+{
+    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
+/* The digest of a and then b (b may be NULL). */
+static int sha256_of(const void *a, size_t a_len, const void *b, size_t b_len,
+                     unsigned char out[SHA256_DIGEST_LENGTH])
+{
+    EVP_MD_CTX *ctx;
+    int ok;
+
+    pthread_once(&sha256_once, sha256_fetch);
+    if (!sha256_md || !(ctx = EVP_MD_CTX_new()))
+        return 0;
+    ok = EVP_DigestInit_ex2(ctx, sha256_md, NULL) && EVP_DigestUpdate(ctx, a, a_len)
+         && (!b || EVP_DigestUpdate(ctx, b, b_len)) && EVP_DigestFinal_ex(ctx, out, NULL);
+    EVP_MD_CTX_free(ctx);
+    return ok;
+}
+
 static const char *sha256_hex(apr_pool_t *p, const void *data, apr_size_t len)
 {
     unsigned char digest[SHA256_DIGEST_LENGTH];
 
-    SHA256(len ? data : (const void *)"", len, digest);
+    if (!sha256_of(len ? data : (const void *)"", len, NULL, 0, digest))
+        return NULL;
     return apr_pescape_hex(p, digest, sizeof(digest), 0);
 }
 
+#define HMAC_BLOCK 64   /* SHA-256's block size */
+
+/* HMAC-SHA256 (RFC 2104) over the process's SHA-256. Its pads are as good
+ * as the key: wiped before returning. */
 static int hmac_sha256(const void *key, apr_size_t key_len, const char *msg,
                        unsigned char out[SHA256_DIGEST_LENGTH])
 {
-    return HMAC(EVP_sha256(), key, (int)key_len, (const unsigned char *)msg, strlen(msg), out,
-                NULL) != NULL;
+    unsigned char block[HMAC_BLOCK] = { 0 }, pad[HMAC_BLOCK], inner[SHA256_DIGEST_LENGTH];
+    int ok = 1, i;
+
+    if (key_len > HMAC_BLOCK)
+        ok = sha256_of(key, key_len, NULL, 0, block);
+    else
+        memcpy(block, key, key_len);
+    for (i = 0; i < HMAC_BLOCK; i++)
+        pad[i] = block[i] ^ 0x36;
+    ok = ok && sha256_of(pad, sizeof(pad), msg, strlen(msg), inner);
+    for (i = 0; i < HMAC_BLOCK; i++)
+        pad[i] = block[i] ^ 0x5c;
+    ok = ok && sha256_of(pad, sizeof(pad), inner, sizeof(inner), out);
+    OPENSSL_cleanse(block, sizeof(block));
+    OPENSSL_cleanse(pad, sizeof(pad));
+    return ok;
 }
 
+/* The signing key depends only on the secret, the day, the region and the
+ * service: each thread keeps the last few it derived, so a request costs
+ * one HMAC instead of five. Each is as good as its secret for that day,
+ * which this process holds anyway. */
+#define SIGNING_KEYS_KEPT 4
+#define SIGNING_SCOPE_MAX 160
+
+typedef struct {
+    char scope[SIGNING_SCOPE_MAX];   /* date/region/service/secret; "" unused */
+    unsigned char key[SHA256_DIGEST_LENGTH];
+} signing_key_t;
+
+static __thread signing_key_t signing_keys[SIGNING_KEYS_KEPT];
+static __thread unsigned signing_keys_next;
+
 /* HMAC chain from "AWS4" + secret over date, region, service and
- * "aws4_request", then over the string to sign. Every intermediate key is
- * as good as the secret for that day: wiped before returning. */
+ * "aws4_request". */
+static int derive_signing_key(apr_pool_t *p, const char *secret, const char *date,
+                              const char *region, const char *service,
+                              unsigned char key[SHA256_DIGEST_LENGTH])
+{
+    char *secret_key = apr_pstrcat(p, "AWS4", secret, NULL);
+    size_t secret_key_len = strlen(secret_key);
+    int ok = hmac_sha256(secret_key, secret_key_len, date, key)
+             && hmac_sha256(key, SHA256_DIGEST_LENGTH, region, key)
+             && hmac_sha256(key, SHA256_DIGEST_LENGTH, service, key)
+             && hmac_sha256(key, SHA256_DIGEST_LENGTH, "aws4_request", key);
+
+    OPENSSL_cleanse(secret_key, secret_key_len);
+    return ok;
+}
+
 static const char *signature_of(apr_pool_t *p, const char *secret, const char *date,
                                 const char *region, const char *service,
                                 const char *string_to_sign)
 {
-    char *secret_key = apr_pstrcat(p, "AWS4", secret, NULL);
-    size_t secret_key_len = strlen(secret_key);
+    char *scope = apr_pstrcat(p, date, "/", region, "/", service, "/", secret, NULL);
+    size_t scope_len = strlen(scope);
     unsigned char key[SHA256_DIGEST_LENGTH], signature[SHA256_DIGEST_LENGTH];
-    int ok = hmac_sha256(secret_key, secret_key_len, date, key)
-             && hmac_sha256(key, sizeof(key), region, key)
-             && hmac_sha256(key, sizeof(key), service, key)
-             && hmac_sha256(key, sizeof(key), "aws4_request", key)
-             && hmac_sha256(key, sizeof(key), string_to_sign, signature);
+    signing_key_t *kept = NULL;
+    int ok = 1, i;
 
-    OPENSSL_cleanse(secret_key, secret_key_len);
+    for (i = 0; i < SIGNING_KEYS_KEPT && !kept; i++)
+        if (!strcmp(signing_keys[i].scope, scope))
+            kept = &signing_keys[i];
+    if (kept)
+        memcpy(key, kept->key, sizeof(key));
+    else {
+        ok = derive_signing_key(p, secret, date, region, service, key);
+        if (ok && scope_len < SIGNING_SCOPE_MAX) {
+            kept = &signing_keys[signing_keys_next++ % SIGNING_KEYS_KEPT];
+            memcpy(kept->scope, scope, scope_len + 1);
+            memcpy(kept->key, key, sizeof(key));
+        }
+    }
+    ok = ok && hmac_sha256(key, sizeof(key), string_to_sign, signature);
+    OPENSSL_cleanse(scope, scope_len);
     OPENSSL_cleanse(key, sizeof(key));
     return ok ? apr_pescape_hex(p, signature, sizeof(signature), 0) : NULL;
 }
@@ -342,7 +428,7 @@ const char *aib_sigv4_sign(apr_pool_t *p, const char *method, const char *url,
     apr_uri_t uri;
     apr_time_exp_t t;
     const char *amz_date, *date, *scope, *query, *canonical, *signed_names, *request;
-    const char *string_to_sign, *signature;
+    const char *string_to_sign, *signature, *body_hash, *request_hash;
 
     if (!creds || !creds->access_key_id || !*creds->access_key_id || !creds->secret
         || !*creds->secret)
@@ -372,12 +458,18 @@ const char *aib_sigv4_sign(apr_pool_t *p, const char *method, const char *url,
         apr_table_unset(headers, "X-Amz-Security-Token");
 
     canonical_headers(p, headers, host_of(p, &uri), &canonical, &signed_names);
-    request = apr_pstrcat(p, method, "\n", canonical_uri(p, uri.path), "\n", query, "\n",
-                          canonical, "\n", signed_names, "\n", sha256_hex(p, body, body_len),
-                          NULL);
-    string_to_sign = apr_pstrcat(p, SIGV4_ALGORITHM "\n", amz_date, "\n", scope, "\n",
-                                 sha256_hex(p, request, strlen(request)), NULL);
-    signature = signature_of(p, creds->secret, date, region, service, string_to_sign);
+    body_hash = sha256_hex(p, body, body_len);
+    request = body_hash ? apr_pstrcat(p, method, "\n", canonical_uri(p, uri.path), "\n", query,
+                                      "\n", canonical, "\n", signed_names, "\n", body_hash,
+                                      NULL)
+                        : NULL;
+    request_hash = request ? sha256_hex(p, request, strlen(request)) : NULL;
+    string_to_sign = request_hash ? apr_pstrcat(p, SIGV4_ALGORITHM "\n", amz_date, "\n", scope,
+                                                "\n", request_hash, NULL)
+                                  : NULL;
+    signature = string_to_sign ? signature_of(p, creds->secret, date, region, service,
+                                              string_to_sign)
+                               : NULL;
     if (!signature)
         return "SigV4: HMAC-SHA256 failed";
     apr_table_set(headers, "Authorization",
