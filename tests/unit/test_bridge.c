@@ -2496,6 +2496,26 @@ static const aib_stream_framing_t toy_framing = {
     toy_is_stream, toy_create, toy_feed, toy_error, toy_finish
 };
 
+/* The SSE error event that ends a stream the toy framing could not decode. */
+static const char *malformed_event(const char *why)
+{
+    return apr_pstrcat(pool, "event: error\ndata: ",
+                       anthropic_error("api_error",
+                                       apr_pstrcat(pool, "upstream stream malformed: ", why, NULL)),
+                       "\n\n", NULL);
+}
+
+/* One streaming Messages interception of pv through the toy framing. */
+static aib_interception_t *run_toy_stream(aib_provider_t *pv)
+{
+    aib_interception_t *ic;
+
+    hooks_of(pv)->stream_framing = &toy_framing;
+    ic = interception(pv, MESSAGES, 1);
+    aib_bridge_run(ic);
+    return ic;
+}
+
 #define TOY_HEADERS "Content-Type", "application/x-toy-stream"
 #define TOY_START "message_start|{\"type\":\"message_start\",\"message\":" \
     "{\"usage\":{\"input_tokens\":10,\"output_tokens\":1}}}\n"
@@ -2623,10 +2643,8 @@ static void test_stream_framing_of_the_provider(void **state)
     };
 
     (void)state;
-    hooks_of(pv)->stream_framing = &toy_framing;
-    ic = interception(pv, MESSAGES, 1);
     SCRIPT(steps);
-    aib_bridge_run(ic);
+    ic = run_toy_stream(pv);
 
     assert_int_equal(rec.status, 200);
     assert_string_equal(header("Content-Type"), "text/event-stream");
@@ -2652,10 +2670,8 @@ static void test_stream_framing_first_event_fails_over(void **state)
     };
 
     (void)state;
-    hooks_of(pv)->stream_framing = &toy_framing;
-    ic = interception(pv, MESSAGES, 1);
     SCRIPT(steps);
-    aib_bridge_run(ic);
+    ic = run_toy_stream(pv);
 
     assert_int_equal(transport.ncalls, 2);
     assert_key(kp, 0, AIB_KEY_COOLING, AIB_REASON_RATE_LIMITED, NOW + 60000);
@@ -2681,18 +2697,12 @@ static void test_stream_framing_malformed(void **state)
     };
 
     (void)state;
-    hooks_of(pv)->stream_framing = &toy_framing;
-    ic = interception(pv, MESSAGES, 1);
     SCRIPT(steps);
-    aib_bridge_run(ic);
+    ic = run_toy_stream(pv);
 
     assert_int_equal(transport.ncalls, 1);
     assert_int_equal(rec.status, 200);
-    assert_string_equal(body_of(), apr_pstrcat(pool, SSE_START, "event: error\ndata: ",
-                                               anthropic_error("api_error",
-                                                   "upstream stream malformed: "
-                                                   "message CRC mismatch"),
-                                               "\n\n", NULL));
+    assert_string_equal(body_of(), apr_pstrcat(pool, SSE_START, malformed_event("message CRC mismatch"), NULL));
     assert_true(logged(AIB_LOG_ERROR, "malformed stream: message CRC mismatch"));
     assert_int_equal(ic->outcome, AIB_OUTCOME_TRANSPORT_ERROR);
     ASSERT_AVAILABLE(kp, 0);
@@ -2709,20 +2719,14 @@ static void test_stream_framing_malformed_first(void **state)
     };
 
     (void)state;
-    hooks_of(pv)->stream_framing = &toy_framing;
-    ic = interception(pv, MESSAGES, 1);
     SCRIPT(steps);
-    aib_bridge_run(ic);
+    ic = run_toy_stream(pv);
 
     assert_int_equal(transport.ncalls, 1);
     assert_int_equal(rec.starts, 1);
     assert_int_equal(rec.status, 200);
     assert_string_equal(header("Content-Type"), "text/event-stream");
-    assert_string_equal(body_of(), apr_pstrcat(pool, "event: error\ndata: ",
-                                               anthropic_error("api_error",
-                                                   "upstream stream malformed: "
-                                                   "prelude CRC mismatch"),
-                                               "\n\n", NULL));
+    assert_string_equal(body_of(), malformed_event("prelude CRC mismatch"));
     assert_int_equal(ic->outcome, AIB_OUTCOME_TRANSPORT_ERROR);
     ASSERT_AVAILABLE(kp, 0);
 }
@@ -2738,16 +2742,10 @@ static void test_stream_framing_cut_inside_a_frame(void **state)
     };
 
     (void)state;
-    hooks_of(pv)->stream_framing = &toy_framing;
-    ic = interception(pv, MESSAGES, 1);
     SCRIPT(steps);
-    aib_bridge_run(ic);
+    ic = run_toy_stream(pv);
 
-    assert_string_equal(body_of(), apr_pstrcat(pool, SSE_START, "event: error\ndata: ",
-                                               anthropic_error("api_error",
-                                                   "upstream stream malformed: "
-                                                   "cut inside a line"),
-                                               "\n\n", NULL));
+    assert_string_equal(body_of(), apr_pstrcat(pool, SSE_START, malformed_event("cut inside a line"), NULL));
     assert_true(logged(AIB_LOG_ERROR, "malformed stream: cut inside a line"));
     assert_int_equal(ic->outcome, AIB_OUTCOME_TRANSPORT_ERROR);
     ASSERT_AVAILABLE(kp, 0);
@@ -2765,10 +2763,8 @@ static void test_stream_framing_malformed_after_the_end(void **state)
     };
 
     (void)state;
-    hooks_of(pv)->stream_framing = &toy_framing;
-    ic = interception(pv, MESSAGES, 1);
     SCRIPT(steps);
-    aib_bridge_run(ic);
+    ic = run_toy_stream(pv);
 
     assert_string_equal(body_of(), SSE_START SSE_STOP);
     assert_true(logged(AIB_LOG_ERROR, "malformed stream: trailing bytes"));
