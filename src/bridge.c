@@ -41,6 +41,7 @@ typedef struct {
     int reframe;              /* the framing is not SSE: the client gets SSE */
     aib_usage_reader_t *usage;  /* a blocking body's usage, read as relayed */
     int rewrite;              /* events re-emitted one by one (reframed, usage hidden) */
+    int unflushed;            /* re-emitted events wait for the flush that ends their read */
     int rewrite_answer;       /* the provider rewrites the blocking answer (provider.h) */
     int holding;              /* such an answer is held whole until its end */
     char *frame;              /* emit()'s buffer */
@@ -208,12 +209,30 @@ static apr_size_t hold(attempt_t *a, const char *data, apr_size_t len)
 
 static int relay(attempt_t *a, const char *data, apr_size_t len)
 {
+    /* Events re-emitted from one upstream read go out with one flush
+     * (flush_events): a write and a flush per event cost a system call
+     * each, which showed with many streams at once. */
+    int flush = a->event_stream && !a->rewrite;
+
     a->relayed = 1;
-    if (a->ic->sink->write(a->ic->sink->ctx, data, len, a->event_stream)) {
+    a->unflushed |= a->rewrite;
+    if (a->ic->sink->write(a->ic->sink->ctx, data, len, flush)) {
         a->client_gone = 1;
         return 1;
     }
     return 0;
+}
+
+/* Sends on the events re-emitted since the last flush: nothing waits
+ * past the upstream read it came in. */
+static int flush_events(attempt_t *a)
+{
+    if (!a->unflushed || a->client_gone)
+        return a->client_gone;
+    a->unflushed = 0;
+    if (a->ic->sink->write(a->ic->sink->ctx, NULL, 0, 1))
+        a->client_gone = 1;
+    return a->client_gone;
 }
 
 /* The held-back start of a stream goes out after all. */
@@ -236,6 +255,7 @@ static int on_data(void *ctx, const char *data, apr_size_t len)
         /* Nothing goes out raw: emit() sends each event once it is whole. */
         if (a->framing->feed(a->events, data, len) == AIB_FRAMING_MALFORMED)
             a->malformed = a->framing->error(a->events);
+        flush_events(a);
         return a->event_fault || a->client_gone || a->malformed != NULL;
     }
     if (a->inspecting) {

@@ -160,6 +160,7 @@ typedef struct {
     aib_buffer_t body;
     int writes;
     int flushed_writes;
+    apr_size_t unflushed;      /* bytes written since the last flush */
     int writes_before_start;
     int writes_after_fail;
     int fails;
@@ -193,6 +194,7 @@ static int sink_write(void *ctx, const char *data, apr_size_t len, int flush)
         s->writes_after_fail++;
     if (flush)
         s->flushed_writes++;
+    s->unflushed = flush ? 0 : s->unflushed + len;
     if (s->refuse_write && s->writes >= s->refuse_write)
         return 1;
     aib_buffer_append(&s->body, pool, data, len);
@@ -2650,7 +2652,10 @@ static void test_stream_framing_of_the_provider(void **state)
     assert_string_equal(header("Content-Type"), "text/event-stream");
     assert_string_equal(header("request-id"), "req_1");
     assert_string_equal(body_of(), SSE_START SSE_DELTA SSE_STOP);
-    assert_all_flushed();
+    /* Re-emitted events go out with one flush per upstream read that
+     * brought them: none waits past its read. */
+    assert_int_equal(rec.flushed_writes, transport.calls[0].chunks_delivered);
+    assert_int_equal(rec.unflushed, 0);
     assert_int_equal(rec.fails, 0);
     assert_int_equal(ic->outcome, AIB_OUTCOME_OK);
     ASSERT_I64(ic->usage.input, 10);
@@ -2682,6 +2687,26 @@ static void test_stream_framing_first_event_fails_over(void **state)
                                                    "upstream stream ended before completion"),
                                                "\n\n", NULL));
     assert_int_equal(ic->outcome, AIB_OUTCOME_TRANSPORT_ERROR);
+}
+
+/* The events of one upstream read go out together, with one flush: a
+ * flush per event costs a system call each. */
+static void test_reframed_events_of_one_read_flushed_once(void **state)
+{
+    aib_keypool_t *kp = keypool("a", NULL);
+    aib_provider_t *pv = ANTHROPIC(kp);
+    const step_t steps[] = {
+        { 200, { TOY_HEADERS, NULL }, { TOY_START TOY_DELTA TOY_STOP, NULL }, AIB_XFER_OK,
+          NULL },
+    };
+
+    (void)state;
+    SCRIPT(steps);
+    run_toy_stream(pv);
+
+    assert_string_equal(body_of(), SSE_START SSE_DELTA SSE_STOP);
+    assert_int_equal(rec.flushed_writes, 1);
+    assert_int_equal(rec.unflushed, 0);
 }
 
 /* A stream its framing cannot decode ends in an SSE error event and an
@@ -3233,6 +3258,7 @@ int main(void)
         T(test_sign_covers_each_attempt),
         T(test_stream_framing_of_the_provider),
         T(test_stream_framing_first_event_fails_over),
+        T(test_reframed_events_of_one_read_flushed_once),
         T(test_stream_framing_malformed),
         T(test_stream_framing_malformed_first),
         T(test_stream_framing_cut_inside_a_frame),
