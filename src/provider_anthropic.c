@@ -3,9 +3,9 @@
 #include <apr_strings.h>
 
 #include "format.h"
-#include "provider.h"
+#include "provider_anthropic.h"
 
-static void anthropic_route(const char *method, const char *path, aib_route_t *out)
+void aib_anthropic_route(const char *method, const char *path, aib_route_t *out)
 {
     int is_post = !strcmp(method, "POST");
 
@@ -45,13 +45,13 @@ static void anthropic_defaults(apr_table_t *headers)
         apr_table_setn(headers, "anthropic-version", "2023-06-01");
 }
 
-static const char *anthropic_client_key(const apr_table_t *headers)
+const char *aib_anthropic_client_key(const apr_table_t *headers)
 {
     const char *key = apr_table_get(headers, "x-api-key");
     return key && *key ? key : aib_bearer_key(headers);
 }
 
-static const char *anthropic_type(aib_error_kind_e kind)
+const char *aib_anthropic_error_code(aib_error_kind_e kind)
 {
     switch (kind) {
     case AIB_ERROR_AUTHENTICATION: return "authentication_error";
@@ -64,11 +64,11 @@ static const char *anthropic_type(aib_error_kind_e kind)
     }
 }
 
-static const char *anthropic_error_body(apr_pool_t *p, aib_error_kind_e kind,
-                                        const char *message)
+const char *aib_anthropic_error_body(apr_pool_t *p, aib_error_kind_e kind,
+                                     const char *message)
 {
     return apr_psprintf(p, "{\"type\":\"error\",\"error\":{\"type\":\"%s\",\"message\":%s}}",
-                        anthropic_type(kind), aib_json_quote(p, message));
+                        aib_anthropic_error_code(kind), aib_json_quote(p, message));
 }
 
 static aib_fault_e anthropic_classify(int status, const char *body, apr_size_t len)
@@ -115,12 +115,12 @@ static const aib_format_t *const anthropic_formats[] = { &aib_format_messages, N
 const aib_provider_ops_t aib_provider_anthropic = {
     .type = "anthropic",
     .default_base_url = "https://api.anthropic.com",
-    .route = anthropic_route,
+    .route = aib_anthropic_route,
     .set_key = anthropic_set_key,
     .defaults = anthropic_defaults,
-    .client_key = anthropic_client_key,
-    .error_body = anthropic_error_body,
-    .error_code = anthropic_type,
+    .client_key = aib_anthropic_client_key,
+    .error_body = aib_anthropic_error_body,
+    .error_code = aib_anthropic_error_code,
     .classify = anthropic_classify,
     .reset_headers = &anthropic_resets,
     .stream_fault = anthropic_stream_fault,

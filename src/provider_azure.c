@@ -54,7 +54,7 @@ static const char *azure_option(apr_pool_t *p, aib_provider_t *pv, const char *k
                                 const char *value)
 {
     azure_conf_t *conf;
-    const char *eq;
+    const char *eq, *model;
 
     if (!strcmp(key, "api-version")) {
         if (!valid_api_version(value))
@@ -69,10 +69,10 @@ static const char *azure_option(apr_pool_t *p, aib_provider_t *pv, const char *k
     if (!eq || eq == value || !eq[1])
         return apr_psprintf(p, "deployment-map=%s: takes <model>=<deployment>", value);
     conf = conf_of(p, pv);
-    key = apr_pstrmemdup(p, value, (apr_size_t)(eq - value));
-    if (apr_table_get(conf->deployments, key))
-        return apr_psprintf(p, "deployment-map=%s: model '%s' is mapped twice", value, key);
-    apr_table_setn(conf->deployments, key, eq + 1);
+    model = apr_pstrmemdup(p, value, (apr_size_t)(eq - value));
+    if (apr_table_get(conf->deployments, model))
+        return apr_psprintf(p, "deployment-map=%s: model '%s' is mapped twice", value, model);
+    apr_table_setn(conf->deployments, model, eq + 1);
     return NULL;
 }
 

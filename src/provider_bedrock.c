@@ -13,6 +13,7 @@
 #include "bridge.h"
 #include "eventstream.h"
 #include "format.h"
+#include "provider_anthropic.h"
 #include "sigv4.h"
 
 #define BEDROCK_VERSION "bedrock-2023-05-31"
@@ -25,14 +26,6 @@
 /* The Messages fields Bedrock rejects as unknown: dropped from the body. */
 static const char *const dropped_fields[] = { "metadata", "service_tier", "container", NULL };
 
-/* Anthropic's routes: its models list answered by the module from the map
- * (bedrock_answer), count_tokens sent to CountTokens (bedrock_prepare),
- * whose answer is rewritten (bedrock_rewrite_answer). */
-static void bedrock_route(const char *method, const char *path, aib_route_t *out)
-{
-    aib_provider_anthropic.route(method, path, out);
-}
-
 /* The credential goes in sign(), which knows the entry's kind and region;
  * here only what the client sent is taken out. */
 static void bedrock_set_key(apr_pool_t *p, apr_table_t *headers, const char *key)
@@ -41,23 +34,6 @@ static void bedrock_set_key(apr_pool_t *p, apr_table_t *headers, const char *key
     (void)key;
     apr_table_unset(headers, "Authorization");
     apr_table_unset(headers, "x-api-key");
-}
-
-/* BYOK: the client's own entry, in the pool's syntax, where Anthropic's
- * clients send their key. */
-static const char *bedrock_client_key(const apr_table_t *headers)
-{
-    return aib_provider_anthropic.client_key(headers);
-}
-
-static const char *anthropic_type(aib_error_kind_e kind)
-{
-    return aib_provider_anthropic.error_code(kind);
-}
-
-static const char *bedrock_error_body(apr_pool_t *p, aib_error_kind_e kind, const char *message)
-{
-    return aib_provider_anthropic.error_body(p, kind, message);
 }
 
 /* Bedrock's exceptions: which are a credential's fault, and the Anthropic
@@ -176,11 +152,6 @@ static bedrock_conf_t *conf_of(struct aib_provider *pv, apr_pool_t *p)
     return conf;
 }
 
-static int is_region(const char *s)
-{
-    return *s && strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789-") == strlen(s);
-}
-
 /* One "<client>=<id>" entry. */
 static const char *add_mapping(apr_pool_t *p, bedrock_conf_t *conf, const char *entry)
 {
@@ -223,7 +194,7 @@ static const char *bedrock_option(apr_pool_t *p, struct aib_provider *pv, const 
     bedrock_conf_t *conf = conf_of(pv, p);
 
     if (!strcmp(key, "region")) {
-        if (!is_region(value))
+        if (!aib_aws_is_region(value))
             return apr_psprintf(p, "region=%s: letters, digits and '-' only", value);
         conf->region = apr_pstrdup(p, value);
         return NULL;
@@ -275,28 +246,6 @@ static const char *model_id(const struct aib_provider *pv, const char *model)
             return m->id;
     }
     return conf->default_model;
-}
-
-/* A path segment escaped as AWS's clients do: unreserved characters kept,
- * everything else (':' and '/' of ids and ARNs among them) as %XX. */
-static const char *escape_segment(apr_pool_t *p, const char *s)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    char *out = apr_palloc(p, strlen(s) * 3 + 1), *o = out;
-
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
-            || c == '-' || c == '_' || c == '.' || c == '~')
-            *o++ = (char)c;
-        else {
-            *o++ = '%';
-            *o++ = hex[c >> 4];
-            *o++ = hex[c & 15];
-        }
-    }
-    *o = '\0';
-    return out;
 }
 
 /* The anthropic-beta header ("a,b") as the body's anthropic_beta array. */
@@ -393,7 +342,7 @@ static const char *bedrock_prepare(const aib_interception_t *ic, aib_outgoing_t 
     apr_table_setn(req->headers, "Accept", stream ? "application/vnd.amazon.eventstream"
                                                   : "application/json");
     action = counting ? "/count-tokens" : stream ? "/invoke-with-response-stream" : "/invoke";
-    req->url = apr_pstrcat(p, pv->base_url, "/model/", escape_segment(p, id), action, NULL);
+    req->url = apr_pstrcat(p, pv->base_url, "/model/", aib_aws_uri_encode(p, id, 0), action, NULL);
     return NULL;
 }
 
@@ -423,7 +372,7 @@ static int bedrock_rewrite_answer(const aib_interception_t *ic, apr_pool_t *p, i
              && message && strstr(message, NO_COUNTING)) {
         request = aib_json_parse_object(ic->body, ic->body_len);
         model = aib_json_string(request, "model");
-        *body = bedrock_error_body(p, AIB_ERROR_NOT_FOUND,
+        *body = aib_anthropic_error_body(p, AIB_ERROR_NOT_FOUND,
                                    apr_psprintf(p, "model '%s' does not support token counting "
                                                 "on Bedrock", model ? model
                                                 : model_id(ic->provider, NULL)));
@@ -448,7 +397,7 @@ static const char *bedrock_sign(const aib_interception_t *ic, apr_pool_t *p, con
     if (!strncmp(key, BEARER_PREFIX, sizeof(BEARER_PREFIX) - 1)) {
         const char *at = strrchr(key, '@');
         bearer = key + sizeof(BEARER_PREFIX) - 1;
-        if (at && is_region(at + 1)) {
+        if (at && aib_aws_is_region(at + 1)) {
             bearer = apr_pstrmemdup(p, bearer, (apr_size_t)(at - bearer));
             region = at + 1;
         }
@@ -521,7 +470,7 @@ static int bedrock_answer(const aib_interception_t *ic, const char **body)
     *body = models_answer(ic->pool, ic->provider, only);
     if (*body)
         return 200;
-    *body = bedrock_error_body(ic->pool, AIB_ERROR_NOT_FOUND,
+    *body = aib_anthropic_error_body(ic->pool, AIB_ERROR_NOT_FOUND,
                                apr_psprintf(ic->pool, "model '%s' not found", only));
     return 404;
 }
@@ -595,11 +544,15 @@ static const aib_format_t *const bedrock_formats[] = { &aib_format_messages, NUL
 const aib_provider_ops_t aib_provider_bedrock = {
     .type = "bedrock",
     .default_base_url = "https://bedrock-runtime.<region>.amazonaws.com",
-    .route = bedrock_route,
+    /* Anthropic's routes: its models list answered by the module from the
+     * map (bedrock_answer), count_tokens sent to CountTokens
+     * (bedrock_prepare), whose answer is rewritten (bedrock_rewrite_answer);
+     * a client's own entry where Anthropic's clients send their key. */
+    .route = aib_anthropic_route,
     .set_key = bedrock_set_key,
-    .client_key = bedrock_client_key,
-    .error_body = bedrock_error_body,
-    .error_code = anthropic_type,
+    .client_key = aib_anthropic_client_key,
+    .error_body = aib_anthropic_error_body,
+    .error_code = aib_anthropic_error_code,
     .classify_answer = bedrock_classify,
     .cooldown_grows = 1,
     .stream_fault = bedrock_stream_fault,

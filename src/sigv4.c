@@ -21,7 +21,7 @@
 /* ------------------------------------------------------------------ */
 /* Credentials                                                         */
 
-static int is_region_name(const char *s)
+int aib_aws_is_region(const char *s)
 {
     if (!*s)
         return 0;
@@ -54,7 +54,7 @@ const char *aib_aws_credentials_parse(apr_pool_t *p, const char *entry,
     *region = NULL;
     if (at) {
         *at = '\0';
-        if (!is_region_name(at + 1))
+        if (!aib_aws_is_region(at + 1))
             return apr_psprintf(p, "%s; the region after '@' is letters, digits and '-'", shape);
         *region = at + 1;
     }
@@ -81,9 +81,7 @@ const char *aib_aws_credentials_parse(apr_pool_t *p, const char *entry,
 /* ------------------------------------------------------------------ */
 /* Canonical request                                                   */
 
-/* AWS's UriEncode: every byte but A-Z a-z 0-9 - _ . ~ as %XX, uppercase,
- * and '/' too unless `keep_slash`. */
-static const char *aws_uri_encode(apr_pool_t *p, const char *s, int keep_slash)
+const char *aib_aws_uri_encode(apr_pool_t *p, const char *s, int keep_slash)
 {
     static const char digits[] = "0123456789ABCDEF";
     char *out = apr_palloc(p, 3 * strlen(s) + 1);
@@ -124,7 +122,7 @@ static const char *canonical_uri(apr_pool_t *p, const char *path)
         else if (strcmp(segment, "."))
             APR_ARRAY_PUSH(segments, const char *) = segment;
     }
-    return aws_uri_encode(p,
+    return aib_aws_uri_encode(p,
                           apr_pstrcat(p, path[0] == '/' ? "/" : "",
                                       apr_array_pstrcat(p, segments, '/'),
                                       path[len - 1] == '/' && segments->nelts ? "/" : "",
@@ -152,7 +150,7 @@ static const char *query_component(apr_pool_t *p, const char *raw)
 {
     const char *decoded = apr_punescape_url(p, raw, NULL, NULL, 0);
 
-    return decoded ? aws_uri_encode(p, decoded, 0) : NULL;
+    return decoded ? aib_aws_uri_encode(p, decoded, 0) : NULL;
 }
 
 /* Parameters sorted by encoded name, then value, as "name=value" joined

@@ -21,6 +21,14 @@ typedef struct {
 const char *aib_aws_credentials_parse(apr_pool_t *p, const char *entry,
                                       aib_aws_credentials_t *creds, const char **region);
 
+/* Whether s is a region name: lowercase letters, digits and '-'. */
+int aib_aws_is_region(const char *s);
+
+/* AWS's UriEncode: every byte but A-Z a-z 0-9 - _ . ~ as %XX, uppercase,
+ * and '/' too unless `keep_slash` (a path segment as AWS's clients write
+ * it: the ':' of a model id becomes %3A). */
+const char *aib_aws_uri_encode(apr_pool_t *p, const char *s, int keep_slash);
+
 /* Signs the request `method url` with `body`: `headers` holds every header
  * that will be sent; Host may be left out, it is then derived from the URL
  * (lowercase, the port only when not the scheme's default). Sets
